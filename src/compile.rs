@@ -1,0 +1,312 @@
+//! From a validated [`Config`] to the compiled snapshot that requests read.
+//!
+//! Everything a request would otherwise redo is done here, once per config:
+//! salts become seeds, percentages become integer thresholds, cohort lists
+//! become hashed sets shared by every stage that names them, stages past the
+//! current one are dropped, variant weights become cumulative, and flag keys
+//! go into a fast map. Evaluation (`eval.rs`) is then a walk over this data.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::bucket::{salt_seed, threshold, variant_seed};
+use crate::clock::{Clock, parse_rfc3339_millis};
+use crate::config::{self, Config};
+
+/// A stage without a percentage exposes all of its audience.
+pub(crate) const NO_PERCENT: u32 = u32::MAX;
+/// A stage without `start_at` is in effect at any time.
+pub(crate) const NO_START: i64 = i64::MIN;
+/// A slot whose flag is absent from this snapshot.
+const NO_FLAG: u32 = u32::MAX;
+
+/// One config, compiled: what [`crate::FlagStore`] swaps in and requests read.
+#[derive(Clone, Debug)]
+pub(crate) struct Compiled {
+    pub(crate) version: u64,
+    /// Which store's slots `by_slot` is indexed by (handles check it).
+    pub(crate) store_id: u64,
+    pub(crate) flags: Box<[Flag]>,
+    by_name: foldhash::HashMap<Box<str>, u32>,
+    by_slot: Box<[u32]>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+/// A flag in evaluation form.
+#[derive(Clone, Debug)]
+pub(crate) struct Flag {
+    pub(crate) key: &'static str,
+    pub(crate) enabled: bool,
+    pub(crate) unit: Unit,
+    pub(crate) seed: u64,
+    pub(crate) exclude: Box<[Arc<Cohort>]>,
+    /// `None`: no stages, on for everyone. Otherwise the stages up to and
+    /// including the current one; later stages can never match.
+    pub(crate) stages: Option<Box<[Stage]>>,
+    pub(crate) variants: Box<[Variant]>,
+    pub(crate) variant_seed: u64,
+    pub(crate) total_weight: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Stage {
+    pub(crate) name: &'static str,
+    /// Empty: everyone is in the audience.
+    pub(crate) cohorts: Box<[Arc<Cohort>]>,
+    pub(crate) threshold: u32,
+    pub(crate) start_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Variant {
+    pub(crate) name: &'static str,
+    /// The sum of the weights of this variant and every one before it.
+    pub(crate) cumulative: u64,
+}
+
+/// What a flag's percentages count.
+#[derive(Clone, Debug)]
+pub(crate) enum Unit {
+    Tenant,
+    User,
+    Region,
+    Attr(Box<str>),
+}
+
+/// A cohort in evaluation form; `None` criteria are not listed.
+#[derive(Clone, Debug)]
+pub(crate) struct Cohort {
+    pub(crate) name: &'static str,
+    pub(crate) tenants: Option<NameSet>,
+    pub(crate) users: Option<NameSet>,
+    pub(crate) regions: Option<NameSet>,
+    pub(crate) attributes: Box<[(Box<str>, NameSet)]>,
+}
+
+/// A set of names: a short list is scanned (faster than hashing a handful of
+/// strings), a long one is hashed.
+#[derive(Clone, Debug)]
+pub(crate) enum NameSet {
+    Few(Box<[Box<str>]>),
+    Many(foldhash::HashSet<Box<str>>),
+}
+
+const FEW: usize = 8;
+
+impl NameSet {
+    fn new(names: &[String]) -> Self {
+        if names.len() <= FEW {
+            NameSet::Few(names.iter().map(|n| n.as_str().into()).collect())
+        } else {
+            NameSet::Many(names.iter().map(|n| n.as_str().into()).collect())
+        }
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        match self {
+            NameSet::Few(names) => names.iter().any(|n| **n == *name),
+            NameSet::Many(names) => names.contains(name),
+        }
+    }
+}
+
+/// Flag keys numbered for the life of a store, so that a [`crate::FlagHandle`]
+/// finds its flag in any snapshot by index instead of by hashing its key.
+#[derive(Debug, Default)]
+pub(crate) struct Slots {
+    by_name: HashMap<Box<str>, u32>,
+}
+
+impl Slots {
+    pub(crate) fn slot(&mut self, name: &str) -> u32 {
+        let next = u32::try_from(self.by_name.len()).unwrap_or(NO_FLAG);
+        *self.by_name.entry(name.into()).or_insert(next)
+    }
+}
+
+impl Compiled {
+    pub(crate) fn empty(store_id: u64, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            version: 0,
+            store_id,
+            flags: Box::new([]),
+            by_name: foldhash::HashMap::default(),
+            by_slot: Box::new([]),
+            clock,
+        }
+    }
+
+    /// Compiles a config that [`Config::validate`] accepted. Given an invalid
+    /// one, it still compiles without panicking (dangling cohort references
+    /// are dropped), but the result is unspecified.
+    pub(crate) fn new(
+        config: &Config,
+        slots: &mut Slots,
+        store_id: u64,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let cohorts: HashMap<&str, Arc<Cohort>> = config
+            .cohorts
+            .iter()
+            .map(|(name, c)| (name.as_str(), Arc::new(Cohort::new(name, c))))
+            .collect();
+        let resolve = |names: &[String]| -> Box<[Arc<Cohort>]> {
+            names.iter().filter_map(|n| cohorts.get(n.as_str()).cloned()).collect()
+        };
+
+        let mut flags = Vec::with_capacity(config.flags.len());
+        let mut by_name = foldhash::HashMap::default();
+        by_name.reserve(config.flags.len());
+        let mut slot_of = Vec::with_capacity(config.flags.len());
+        for (key, flag) in &config.flags {
+            let index = u32::try_from(flags.len()).unwrap_or(NO_FLAG);
+            by_name.insert(key.as_str().into(), index);
+            slot_of.push(slots.slot(key));
+            flags.push(Flag::new(key, flag, &resolve));
+        }
+        let slot_count = slots.by_name.len();
+        let mut by_slot = vec![NO_FLAG; slot_count].into_boxed_slice();
+        for (index, slot) in slot_of.into_iter().enumerate() {
+            if let Some(entry) = by_slot.get_mut(slot as usize) {
+                *entry = u32::try_from(index).unwrap_or(NO_FLAG);
+            }
+        }
+        Self { version: config.version, store_id, flags: flags.into(), by_name, by_slot, clock }
+    }
+
+    #[inline]
+    pub(crate) fn by_name(&self, key: &str) -> Option<&Flag> {
+        let index = *self.by_name.get(key)?;
+        self.flags.get(index as usize)
+    }
+
+    #[inline]
+    pub(crate) fn by_slot(&self, slot: u32) -> Option<&Flag> {
+        let index = *self.by_slot.get(slot as usize)?;
+        self.flags.get(index as usize)
+    }
+}
+
+impl Flag {
+    fn new(
+        key: &str,
+        flag: &config::Flag,
+        resolve: &dyn Fn(&[String]) -> Box<[Arc<Cohort>]>,
+    ) -> Self {
+        let salt = flag.salt_or(key);
+        let unit = match flag.bucket_by.as_deref() {
+            None | Some("user") => Unit::User,
+            Some("tenant") => Unit::Tenant,
+            Some("region") => Unit::Region,
+            Some(attr) => Unit::Attr(attr.into()),
+        };
+        let stages = (!flag.stages.is_empty()).then(|| {
+            let current = flag.current_stage().unwrap_or(0);
+            flag.stages
+                .iter()
+                .take(current + 1)
+                .map(|s| Stage {
+                    name: intern(&s.name),
+                    cohorts: resolve(&s.cohorts),
+                    threshold: s.percent.map_or(NO_PERCENT, threshold),
+                    start_at: s
+                        .start_at
+                        .as_deref()
+                        .and_then(|t| parse_rfc3339_millis(t).ok())
+                        .unwrap_or(NO_START),
+                })
+                .collect()
+        });
+        let mut total_weight = 0u64;
+        let variants = flag
+            .variants
+            .iter()
+            .map(|v| {
+                total_weight += u64::from(v.weight);
+                Variant { name: intern(&v.name), cumulative: total_weight }
+            })
+            .collect();
+        Self {
+            key: intern(key),
+            enabled: flag.enabled,
+            unit,
+            seed: salt_seed(salt),
+            exclude: resolve(&flag.exclude),
+            stages,
+            variants,
+            variant_seed: variant_seed(salt),
+            total_weight,
+        }
+    }
+}
+
+impl Cohort {
+    fn new(name: &str, cohort: &config::Cohort) -> Self {
+        let set = |list: &Option<Vec<String>>| list.as_deref().map(NameSet::new);
+        Self {
+            name: intern(name),
+            tenants: set(&cohort.tenants),
+            users: set(&cohort.users),
+            regions: set(&cohort.regions),
+            attributes: cohort
+                .attributes
+                .iter()
+                .flatten()
+                .map(|(k, values)| (k.as_str().into(), NameSet::new(values)))
+                .collect(),
+        }
+    }
+}
+
+/// Interns a name for the life of the process.
+///
+/// Evaluation hands out stage, variant and cohort names as `&str` without
+/// allocating and without touching a reference count (which would make
+/// cores evaluating the same flag contend on one cache line). Each distinct
+/// name is kept once, so memory grows with the number of distinct names ever
+/// configured, not with the number of configs applied.
+fn intern(name: &str) -> &'static str {
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let names = NAMES.get_or_init(Mutex::default);
+    // A panic elsewhere while holding the lock cannot leave the set invalid.
+    let mut names = names.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(&interned) = names.get(name) {
+        return interned;
+    }
+    let interned: &'static str = Box::leak(name.into());
+    names.insert(interned);
+    interned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interning_returns_one_copy_per_name() {
+        let a = intern(&String::from("canary"));
+        let b = intern(&String::from("canary"));
+        assert!(std::ptr::eq(a, b));
+    }
+
+    #[test]
+    fn slots_are_stable_and_dense() {
+        let mut slots = Slots::default();
+        assert_eq!(slots.slot("a"), 0);
+        assert_eq!(slots.slot("b"), 1);
+        assert_eq!(slots.slot("a"), 0);
+    }
+
+    #[test]
+    fn name_sets_agree_whether_scanned_or_hashed() {
+        let names: Vec<String> = (0..20).map(|i| format!("t-{i}")).collect();
+        let few = NameSet::new(&names[..FEW]);
+        let many = NameSet::new(&names);
+        assert!(matches!(few, NameSet::Few(_)) && matches!(many, NameSet::Many(_)));
+        for n in &names[..FEW] {
+            assert!(few.contains(n) && many.contains(n));
+        }
+        assert!(!few.contains("t-19") && many.contains("t-19") && !many.contains("t-20"));
+    }
+}

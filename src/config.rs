@@ -1,0 +1,435 @@
+//! The config document (v1): its serde model and its validation.
+//!
+//! A config is parsed into these types (unknown fields and duplicate keys are
+//! rejected), then validated as a whole: every problem is collected with the
+//! path where it is, so a release manager fixes them all in one go. The
+//! store compiles a valid config into its evaluation form (`compile.rs`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::bucket::BUCKETS;
+use crate::error::{Error, Problem};
+
+/// A whole config document: its version, its cohorts and its flags.
+///
+/// # Example
+///
+/// ```
+/// let config = flagstone::config::Config::from_json(r#"{
+///     "version": 3,
+///     "cohorts": { "staff": { "tenants": ["acme-internal"] } },
+///     "flags": { "dark-mode": { "enabled": true } }
+/// }"#)?;
+/// assert_eq!(config.version, 3);
+/// assert!(config.flags["dark-mode"].enabled);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// The document's version; a store applies only versions newer than the
+    /// newest it has applied.
+    pub version: u64,
+    /// Named audiences that stages and exclusions refer to.
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub cohorts: BTreeMap<String, Cohort>,
+    /// The flags, by key.
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub flags: BTreeMap<String, Flag>,
+}
+
+/// A named audience: a context is in it when every listed criterion matches
+/// (AND across criteria, OR within one list).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Cohort {
+    /// The context's tenant is one of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<Vec<String>>,
+    /// The context's user is one of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<String>>,
+    /// The context's region is one of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
+    /// For each attribute, the context's value is one of the listed ones.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "unique_keys_opt"
+    )]
+    pub attributes: Option<BTreeMap<String, Vec<String>>>,
+}
+
+/// One flag: a kill switch, and optionally a staged rollout with variants.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Flag {
+    /// `false` turns the flag off for everyone, whatever else it says.
+    pub enabled: bool,
+    /// The salt of bucketing; the flag key when absent. Changing it
+    /// reshuffles every unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// What a percentage counts: `tenant`, `user`, `region` or an attribute
+    /// name; `user` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_by: Option<String>,
+    /// Cohorts for whom the flag is off, whatever the stages say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// The staged plan, in order; stages are cumulative.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<Stage>,
+    /// The current stage: it and every stage before it are in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Variants handed to exposed contexts, by weight; order matters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<Variant>,
+}
+
+/// One step of a staged rollout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Stage {
+    /// The stage's name, unique within its flag.
+    pub name: String,
+    /// The stage's audience; everyone when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cohorts: Vec<String>,
+    /// The share of units exposed, `0..=100` with at most 3 decimals; all of
+    /// the audience when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// An RFC 3339 time before which the stage exposes no one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+}
+
+/// A variant and its integer weight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Variant {
+    /// The variant's name, unique within its flag.
+    pub name: String,
+    /// Its weight; the share is `weight / sum of weights`.
+    pub weight: u32,
+}
+
+impl Config {
+    /// Parses and validates a JSON document.
+    ///
+    /// A malformed document fails with the path of the value that broke it;
+    /// a well-formed but invalid one fails with every problem found.
+    #[cold]
+    pub fn from_json(json: impl AsRef<[u8]>) -> Result<Self, Error> {
+        let config = Self::parse_json(json.as_ref())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn parse_json(json: &[u8]) -> Result<Self, Error> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let config: Self = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            Error::invalid(vec![Problem::new(path, e.into_inner().to_string())])
+        })?;
+        de.end().map_err(|e| Error::invalid(vec![Problem::new("", e.to_string())]))?;
+        Ok(config)
+    }
+
+    /// Checks every rule of the format and reports every problem found.
+    #[cold]
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut problems = Vec::new();
+        for (name, cohort) in &self.cohorts {
+            cohort.validate(&format!("cohorts.{name}"), &mut problems);
+        }
+        for (key, flag) in &self.flags {
+            let path = format!("flags.{key}");
+            if key.is_empty() {
+                problems.push(Problem::new(&path, "a flag key must not be empty"));
+            }
+            flag.validate(&path, &self.cohorts, &mut problems);
+        }
+        if problems.is_empty() { Ok(()) } else { Err(Error::invalid(problems)) }
+    }
+}
+
+impl Cohort {
+    fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
+        if path == "cohorts." {
+            problems.push(Problem::new(path, "a cohort name must not be empty"));
+        }
+        let lists =
+            [("tenants", &self.tenants), ("users", &self.users), ("regions", &self.regions)];
+        for (field, list) in lists {
+            if let Some(list) = list {
+                check_values(&format!("{path}.{field}"), list, problems);
+            }
+        }
+        if let Some(attributes) = &self.attributes {
+            if attributes.is_empty() {
+                problems.push(Problem::new(
+                    format!("{path}.attributes"),
+                    "must name at least one attribute",
+                ));
+            }
+            for (attr, values) in attributes {
+                check_values(&format!("{path}.attributes.{attr}"), values, problems);
+            }
+        }
+        let none = lists.iter().all(|(_, l)| l.is_none()) && self.attributes.is_none();
+        if none {
+            problems.push(Problem::new(
+                path,
+                "a cohort must list at least one criterion (tenants, users, regions or attributes)",
+            ));
+        }
+    }
+}
+
+fn check_values(path: &str, values: &[String], problems: &mut Vec<Problem>) {
+    if values.is_empty() {
+        problems.push(Problem::new(path, "an empty list matches no one; list values or drop it"));
+    }
+}
+
+impl Flag {
+    /// The salt of bucketing: `salt`, or the flag key when absent.
+    pub fn salt_or<'a>(&'a self, key: &'a str) -> &'a str {
+        self.salt.as_deref().unwrap_or(key)
+    }
+
+    /// The index of the current stage, when it names one.
+    pub fn current_stage(&self) -> Option<usize> {
+        let current = self.stage.as_deref()?;
+        self.stages.iter().position(|s| s.name == current)
+    }
+
+    fn validate(
+        &self,
+        path: &str,
+        cohorts: &BTreeMap<String, Cohort>,
+        problems: &mut Vec<Problem>,
+    ) {
+        let known = |name: &str| cohorts.contains_key(name);
+        if self.salt.as_deref() == Some("") {
+            problems.push(Problem::new(format!("{path}.salt"), "must not be empty"));
+        }
+        if self.bucket_by.as_deref() == Some("") {
+            problems.push(Problem::new(format!("{path}.bucket_by"), "must not be empty"));
+        }
+        for (i, cohort) in self.exclude.iter().enumerate() {
+            if !known(cohort) {
+                problems.push(unknown_cohort(format!("{path}.exclude[{i}]"), cohort));
+            }
+        }
+
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, stage) in self.stages.iter().enumerate() {
+            let at = format!("{path}.stages[{i}]");
+            if stage.name.is_empty() {
+                problems.push(Problem::new(format!("{at}.name"), "a stage name must not be empty"));
+            } else if let Some(first) = seen.insert(&stage.name, i) {
+                problems.push(Problem::new(
+                    format!("{at}.name"),
+                    format!("duplicate stage name {:?} (also stages[{first}])", stage.name),
+                ));
+            }
+            for (j, cohort) in stage.cohorts.iter().enumerate() {
+                if !known(cohort) {
+                    problems.push(unknown_cohort(format!("{at}.cohorts[{j}]"), cohort));
+                }
+            }
+            if let Some(p) = stage.percent {
+                if let Err(message) = check_percent(p) {
+                    problems.push(Problem::new(format!("{at}.percent"), message));
+                }
+            }
+            if let Some(t) = &stage.start_at {
+                if let Err(message) = crate::clock::parse_rfc3339_millis(t) {
+                    problems.push(Problem::new(format!("{at}.start_at"), message));
+                }
+            }
+        }
+        match (&self.stage, self.stages.is_empty()) {
+            (None, false) => problems.push(Problem::new(
+                format!("{path}.stage"),
+                "missing: a flag with stages must name its current stage",
+            )),
+            (Some(current), _) if !self.stages.iter().any(|s| &s.name == current) => {
+                let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+                let message = if names.is_empty() {
+                    format!("{current:?} names no stage: the flag has no stages")
+                } else {
+                    format!("{current:?} names no stage (stages: {})", names.join(", "))
+                };
+                problems.push(Problem::new(format!("{path}.stage"), message));
+            }
+            _ => {}
+        }
+
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut total = 0u64;
+        for (i, variant) in self.variants.iter().enumerate() {
+            let at = format!("{path}.variants[{i}].name");
+            if variant.name.is_empty() {
+                problems.push(Problem::new(at, "a variant name must not be empty"));
+            } else if let Some(first) = names.insert(&variant.name, i) {
+                problems.push(Problem::new(
+                    at,
+                    format!("duplicate variant name {:?} (also variants[{first}])", variant.name),
+                ));
+            }
+            total += u64::from(variant.weight);
+        }
+        if !self.variants.is_empty() && total == 0 {
+            problems.push(Problem::new(format!("{path}.variants"), "the weights add up to 0"));
+        }
+    }
+}
+
+#[cold]
+fn unknown_cohort(path: String, name: &str) -> Problem {
+    Problem::new(path, format!("unknown cohort {name:?}"))
+}
+
+/// A percentage is `0..=100` with at most three decimals, so that it maps
+/// onto a whole number of the 100,000 buckets.
+fn check_percent(p: f64) -> Result<(), String> {
+    if !(0.0..=100.0).contains(&p) {
+        return Err(format!("{p} is not within 0..=100"));
+    }
+    // Rust prints the shortest decimal that reads back as the same f64, so
+    // this counts the decimals the document was written with.
+    let text = p.to_string();
+    let decimals = text.split_once('.').map_or(0, |(_, frac)| frac.len());
+    if decimals > 3 {
+        return Err(format!(
+            "{text} has more than 3 decimals (one bucket is 1/{BUCKETS} = 0.001%)"
+        ));
+    }
+    Ok(())
+}
+
+/// Deserializes a JSON object into a map, refusing a key given twice (serde
+/// keeps the last silently, which would drop a flag without a word).
+fn unique_keys<'de, D, V>(de: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct UniqueKeys<V>(PhantomData<V>);
+
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for UniqueKeys<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+                }
+                let value = map.next_value()?;
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+
+    de.deserialize_map(UniqueKeys(PhantomData))
+}
+
+fn unique_keys_opt<'de, D, V>(de: D) -> Result<Option<BTreeMap<String, V>>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    unique_keys(de).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(json: &str) -> Vec<String> {
+        match Config::from_json(json) {
+            Ok(_) => vec![],
+            Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn percentages_with_more_than_three_decimals_are_refused() {
+        assert_eq!(check_percent(12.345), Ok(()));
+        assert_eq!(check_percent(100.0), Ok(()));
+        assert!(check_percent(12.3456).is_err());
+        assert!(check_percent(0.0001).is_err());
+        assert!(check_percent(-0.5).is_err());
+        assert_eq!(check_percent(140.0), Err("140 is not within 0..=100".into()));
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_with_its_path() {
+        let p = problems(r#"{"version":1,"flags":{"a":{"enabled":true},"a":{"enabled":false}}}"#);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("flags: duplicate key \"a\""), "{p:?}");
+    }
+
+    #[test]
+    fn trailing_garbage_is_refused() {
+        let p = problems(r#"{"version":1} {"#);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("trailing characters"), "{p:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let p = problems(
+            r#"{"version":1,
+                "cohorts": { "empty": {}, "nobody": { "tenants": [] } },
+                "flags": { "f": {
+                    "enabled": true,
+                    "exclude": ["ghost"],
+                    "stages": [
+                        { "name": "a", "percent": 140 },
+                        { "name": "a", "cohorts": ["nope"], "start_at": "soon" }
+                    ],
+                    "stage": "b",
+                    "variants": [ { "name": "x", "weight": 0 } ]
+                } } }"#,
+        );
+        let expected = [
+            "cohorts.empty: a cohort must list at least one criterion",
+            "cohorts.nobody.tenants: an empty list matches no one",
+            "flags.f.exclude[0]: unknown cohort \"ghost\"",
+            "flags.f.stages[0].percent: 140 is not within 0..=100",
+            "flags.f.stages[1].name: duplicate stage name \"a\" (also stages[0])",
+            "flags.f.stages[1].cohorts[0]: unknown cohort \"nope\"",
+            "flags.f.stages[1].start_at: \"soon\" is not an RFC 3339 time",
+            "flags.f.stage: \"b\" names no stage (stages: a, a)",
+            "flags.f.variants: the weights add up to 0",
+        ];
+        assert_eq!(p.len(), expected.len(), "{p:#?}");
+        for (got, want) in p.iter().zip(expected) {
+            assert!(got.starts_with(want), "{got:?} should start with {want:?}");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The evaluation context: who is asking.
+
+use std::fmt;
+
+/// How many attributes a [`Context`] holds without touching the heap.
+pub const INLINE_ATTRIBUTES: usize = 8;
+
+/// Who a flag is evaluated for: a tenant, a region, a user and attributes.
+///
+/// A context borrows its strings, so a request builds one from the values it
+/// already holds; with up to [`INLINE_ATTRIBUTES`] attributes, building it
+/// does not allocate. Setting an attribute twice keeps the last value.
+///
+/// # Example
+///
+/// ```
+/// use flagstone::Context;
+///
+/// let ctx = Context::new()
+///     .tenant("acme")
+///     .region("eu-west")
+///     .user("u-42")
+///     .attr("plan", "enterprise");
+/// assert_eq!(ctx.get_tenant(), Some("acme"));
+/// assert_eq!(ctx.get_attr("plan"), Some("enterprise"));
+/// assert_eq!(ctx.get_attr("seats"), None);
+/// ```
+#[derive(Clone, Default)]
+pub struct Context<'a> {
+    tenant: Option<&'a str>,
+    region: Option<&'a str>,
+    user: Option<&'a str>,
+    inline: [(&'a str, &'a str); INLINE_ATTRIBUTES],
+    inline_len: usize,
+    // Only a context with more than INLINE_ATTRIBUTES attributes allocates.
+    spill: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Context<'a> {
+    /// An empty context: no tenant, region, user or attributes.
+    #[inline]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the tenant.
+    #[inline]
+    #[must_use]
+    pub fn tenant(mut self, tenant: &'a str) -> Self {
+        self.tenant = Some(tenant);
+        self
+    }
+
+    /// Sets the region.
+    #[inline]
+    #[must_use]
+    pub fn region(mut self, region: &'a str) -> Self {
+        self.region = Some(region);
+        self
+    }
+
+    /// Sets the user.
+    #[inline]
+    #[must_use]
+    pub fn user(mut self, user: &'a str) -> Self {
+        self.user = Some(user);
+        self
+    }
+
+    /// Sets an attribute, replacing an earlier value for the same key.
+    #[inline]
+    #[must_use]
+    pub fn attr(mut self, key: &'a str, value: &'a str) -> Self {
+        self.set_attr(key, value);
+        self
+    }
+
+    /// Sets an attribute in place, replacing an earlier value for the same key.
+    pub fn set_attr(&mut self, key: &'a str, value: &'a str) {
+        if let Some(slot) = self.attrs_mut().find(|(k, _)| *k == key) {
+            slot.1 = value;
+        } else if self.inline_len < INLINE_ATTRIBUTES {
+            self.inline[self.inline_len] = (key, value);
+            self.inline_len += 1;
+        } else {
+            self.spill.push((key, value));
+        }
+    }
+
+    /// The tenant, if set.
+    #[inline]
+    pub fn get_tenant(&self) -> Option<&'a str> {
+        self.tenant
+    }
+
+    /// The region, if set.
+    #[inline]
+    pub fn get_region(&self) -> Option<&'a str> {
+        self.region
+    }
+
+    /// The user, if set.
+    #[inline]
+    pub fn get_user(&self) -> Option<&'a str> {
+        self.user
+    }
+
+    /// The value of an attribute, if set.
+    #[inline]
+    pub fn get_attr(&self, key: &str) -> Option<&'a str> {
+        self.attrs().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Every attribute, in the order first set.
+    pub fn attrs(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        let inline = self.inline.get(..self.inline_len).unwrap_or_default();
+        inline.iter().chain(self.spill.iter()).copied()
+    }
+
+    fn attrs_mut(&mut self) -> impl Iterator<Item = &mut (&'a str, &'a str)> {
+        let inline = self.inline.get_mut(..self.inline_len).unwrap_or_default();
+        inline.iter_mut().chain(self.spill.iter_mut())
+    }
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("tenant", &self.tenant)
+            .field("region", &self.region)
+            .field("user", &self.user)
+            .field("attrs", &DebugAttrs(self))
+            .finish()
+    }
+}
+
+struct DebugAttrs<'c, 'a>(&'c Context<'a>);
+
+impl fmt::Debug for DebugAttrs<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.attrs()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_past_the_inline_capacity_spill_and_stay_findable() {
+        let keys: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
+        let mut ctx = Context::new();
+        for k in &keys {
+            ctx.set_attr(k, k);
+        }
+        for k in &keys {
+            assert_eq!(ctx.get_attr(k), Some(k.as_str()));
+        }
+        assert_eq!(ctx.attrs().count(), 12);
+    }
+
+    #[test]
+    fn setting_an_attribute_twice_keeps_the_last_value() {
+        let ctx = Context::new().attr("plan", "free").attr("plan", "enterprise");
+        assert_eq!(ctx.get_attr("plan"), Some("enterprise"));
+        assert_eq!(ctx.attrs().count(), 1);
+    }
+}

@@ -1,0 +1,197 @@
+//! Evaluation: a pure function of a compiled flag, a context and the time.
+//!
+//! The order is the spec's: kill switch, exclusions, then the stages up to
+//! the current one, first match wins. The unit's bucket and the clock are
+//! computed lazily and at most once per evaluation. Nothing here allocates,
+//! locks or panics.
+
+use std::fmt;
+
+use crate::bucket::{bucket_seeded, variant_point};
+use crate::clock::Clock;
+use crate::compile::{Cohort, Flag, NO_PERCENT, NO_START, NameSet, Unit};
+use crate::context::Context;
+
+/// The result of evaluating a flag for a context.
+///
+/// # Example
+///
+/// ```
+/// use flagstone::{Context, FlagStore, Reason};
+///
+/// let store = FlagStore::from_json(r#"{ "version": 1, "flags": {
+///     "new-checkout": { "enabled": true,
+///         "variants": [ { "name": "treatment", "weight": 1 } ] } } }"#)?;
+/// let ev = store.evaluate("new-checkout", &Context::new().user("u-42"));
+/// assert!(ev.enabled);
+/// assert_eq!(ev.variant, Some("treatment"));
+/// assert_eq!(ev.reason, Reason::Enabled);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Evaluation<'a> {
+    /// Whether the flag is on for the context.
+    pub enabled: bool,
+    /// The variant, for an exposed context of a flag with variants.
+    pub variant: Option<&'a str>,
+    /// Why the flag is on or off.
+    pub reason: Reason<'a>,
+}
+
+/// Why a flag is on or off for a context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason<'a> {
+    /// The config has no flag by that key: off.
+    UnknownFlag,
+    /// The flag's kill switch is set (`"enabled": false`): off for everyone.
+    KillSwitch,
+    /// The context is in a cohort the flag excludes: off.
+    Excluded {
+        /// The first excluding cohort that matched.
+        cohort: &'a str,
+    },
+    /// The flag is enabled and has no stages: on for everyone.
+    Enabled,
+    /// A stage at or before the current one exposes the context: on.
+    Stage {
+        /// The stage's position in the flag's `stages`.
+        index: usize,
+        /// The stage's name.
+        name: &'a str,
+    },
+    /// No stage in effect exposes the context: off.
+    NotExposed,
+}
+
+impl Reason<'_> {
+    /// A short label: the stage's name, or `unknown`, `off`, `excluded`,
+    /// `on` or `not-exposed`.
+    pub fn label(&self) -> &str {
+        match self {
+            Reason::UnknownFlag => "unknown",
+            Reason::KillSwitch => "off",
+            Reason::Excluded { .. } => "excluded",
+            Reason::Enabled => "on",
+            Reason::Stage { name, .. } => name,
+            Reason::NotExposed => "not-exposed",
+        }
+    }
+}
+
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::UnknownFlag => f.write_str("unknown flag"),
+            Reason::KillSwitch => f.write_str("kill switch: the flag is disabled"),
+            Reason::Excluded { cohort } => write!(f, "excluded by cohort {cohort:?}"),
+            Reason::Enabled => f.write_str("enabled for everyone"),
+            Reason::Stage { index, name } => write!(f, "exposed by stage {name:?} (#{index})"),
+            Reason::NotExposed => f.write_str("not exposed by any stage in effect"),
+        }
+    }
+}
+
+impl Evaluation<'static> {
+    pub(crate) const UNKNOWN: Self =
+        Evaluation { enabled: false, variant: None, reason: Reason::UnknownFlag };
+}
+
+impl Flag {
+    /// Decides on/off and why; the shared core of every kind of check.
+    #[inline]
+    pub(crate) fn decide(&self, ctx: &Context<'_>, clock: &dyn Clock) -> Reason<'static> {
+        if !self.enabled {
+            return Reason::KillSwitch;
+        }
+        for cohort in self.exclude.iter() {
+            if cohort.matches(ctx) {
+                return Reason::Excluded { cohort: cohort.name };
+            }
+        }
+        let Some(stages) = &self.stages else {
+            return Reason::Enabled;
+        };
+        let unit = self.unit_of(ctx);
+        let mut bucket = None;
+        let mut now = None;
+        for (index, stage) in stages.iter().enumerate() {
+            if !stage.cohorts.is_empty() && !stage.cohorts.iter().any(|c| c.matches(ctx)) {
+                continue;
+            }
+            if stage.threshold != NO_PERCENT {
+                // Fail closed: a context without the unit is in no percentage.
+                let Some(unit) = unit else { continue };
+                let b = *bucket.get_or_insert_with(|| bucket_seeded(self.seed, unit));
+                if b >= stage.threshold {
+                    continue;
+                }
+            }
+            if stage.start_at != NO_START
+                && *now.get_or_insert_with(|| clock.now_millis()) < stage.start_at
+            {
+                continue;
+            }
+            return Reason::Stage { index, name: stage.name };
+        }
+        Reason::NotExposed
+    }
+
+    #[inline]
+    pub(crate) fn is_enabled(&self, ctx: &Context<'_>, clock: &dyn Clock) -> bool {
+        matches!(self.decide(ctx, clock), Reason::Enabled | Reason::Stage { .. })
+    }
+
+    #[inline]
+    pub(crate) fn evaluate(&self, ctx: &Context<'_>, clock: &dyn Clock) -> Evaluation<'static> {
+        let reason = self.decide(ctx, clock);
+        let enabled = matches!(reason, Reason::Enabled | Reason::Stage { .. });
+        let variant = if enabled { self.variant_of(ctx) } else { None };
+        Evaluation { enabled, variant, reason }
+    }
+
+    /// The variant of an exposed context.
+    #[inline]
+    fn variant_of(&self, ctx: &Context<'_>) -> Option<&'static str> {
+        let first = self.variants.first()?;
+        let Some(unit) = self.unit_of(ctx) else {
+            return Some(first.name);
+        };
+        let x = variant_point(self.variant_seed, unit, self.total_weight);
+        // x < total_weight = the last cumulative weight, so a variant is found;
+        // the fallback only keeps this free of panics.
+        let picked = self.variants.iter().find(|v| v.cumulative > x);
+        Some(picked.map_or(first.name, |v| v.name))
+    }
+
+    #[inline]
+    fn unit_of<'c>(&self, ctx: &Context<'c>) -> Option<&'c str> {
+        match &self.unit {
+            Unit::User => ctx.get_user(),
+            Unit::Tenant => ctx.get_tenant(),
+            Unit::Region => ctx.get_region(),
+            Unit::Attr(key) => ctx.get_attr(key),
+        }
+    }
+}
+
+impl Cohort {
+    /// AND across the listed criteria, OR within each list; a criterion the
+    /// context has no value for does not match.
+    #[inline]
+    pub(crate) fn matches(&self, ctx: &Context<'_>) -> bool {
+        fn check(set: &Option<NameSet>, value: Option<&str>) -> bool {
+            match set {
+                None => true,
+                Some(set) => value.is_some_and(|v| set.contains(v)),
+            }
+        }
+        check(&self.tenants, ctx.get_tenant())
+            && check(&self.users, ctx.get_user())
+            && check(&self.regions, ctx.get_region())
+            && self
+                .attributes
+                .iter()
+                .all(|(key, set)| ctx.get_attr(key).is_some_and(|v| set.contains(v)))
+    }
+}

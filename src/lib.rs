@@ -1,0 +1,73 @@
+//! Feature flags and staged releases, checked in nanoseconds without a lock.
+//!
+//! ```
+//! use flagstone::{Context, FlagStore};
+//!
+//! let store = FlagStore::from_json(r#"{
+//!     "version": 1,
+//!     "cohorts": { "staff": { "tenants": ["acme-internal"] } },
+//!     "flags": { "new-checkout": {
+//!         "enabled": true, "bucket_by": "tenant",
+//!         "stages": [ { "name": "internal", "cohorts": ["staff"] },
+//!                     { "name": "canary", "percent": 5 } ],
+//!         "stage": "internal" } }
+//! }"#)?;
+//! assert!(store.is_enabled("new-checkout", &Context::new().tenant("acme-internal")));
+//! assert!(!store.is_enabled("new-checkout", &Context::new().tenant("t-104")));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Overview
+//!
+//! A release manager pushes a JSON [config](config::Config) that says, per
+//! flag, which cohorts are exposed in which stage of a staged release. The
+//! way from a document to an answer:
+//!
+//! 1. [`config`]: the document is parsed and validated; every problem is
+//!    reported with its path ([`Error`], [`Problem`]).
+//! 2. Compilation: seeds, integer thresholds, hashed cohort sets and a fast
+//!    map of flag keys are computed once per config.
+//! 3. [`FlagStore`]: the compiled config is swapped in with `arc-swap`;
+//!    readers never lock, and a refused config leaves the old one serving.
+//!    [`FlagStore::rollback`] steps back through the last [`HISTORY`]
+//!    configs.
+//! 4. Evaluation: [`FlagStore::is_enabled`], [`FlagStore::evaluate`] and
+//!    [`FlagStore::variant`] by key, [`FlagHandle`] by a key resolved once,
+//!    and [`Snapshot`] for one consistent config across a request. None of
+//!    them allocates, blocks or panics.
+//!
+//! Percentages bucket a unit (tenant, user, region or attribute) with the
+//! [bucketing spec](bucket()): the same unit lands in the same bucket on
+//! every instance and in every language, and raising a percentage only ever
+//! adds units. Scheduled stages read an injectable [`Clock`].
+//!
+//! The format, the bucketing spec with its golden vectors, and the design
+//! are written down in `docs/` of the repository.
+//!
+//! # Crate features
+//!
+//! None yet: the library is the store, the config format and evaluation.
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.85 (edition 2024).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod bucket;
+mod clock;
+mod compile;
+pub mod config;
+mod context;
+mod error;
+mod eval;
+mod store;
+
+pub use bucket::{BUCKETS, bucket, variant_index};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use context::{Context, INLINE_ATTRIBUTES};
+pub use error::{Error, Problem};
+pub use eval::{Evaluation, Reason};
+pub use store::{FlagHandle, FlagStore, HISTORY, Snapshot};
