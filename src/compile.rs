@@ -146,14 +146,13 @@ impl Compiled {
         store_id: u64,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let cohorts: HashMap<&str, Arc<Cohort>> = config
-            .cohorts
-            .iter()
-            .map(|(name, c)| (name.as_str(), Arc::new(Cohort::new(name, c))))
-            .collect();
-        let resolve = |names: &[String]| -> Box<[Arc<Cohort>]> {
-            names.iter().filter_map(|n| cohorts.get(n.as_str()).cloned()).collect()
-        };
+        let cohorts = CohortTable(
+            config
+                .cohorts
+                .iter()
+                .map(|(name, c)| (name.as_str(), Arc::new(Cohort::new(name, c))))
+                .collect(),
+        );
 
         let mut flags = Vec::with_capacity(config.flags.len());
         let mut by_name = foldhash::HashMap::default();
@@ -163,7 +162,7 @@ impl Compiled {
             let index = u32::try_from(flags.len()).unwrap_or(NO_FLAG);
             by_name.insert(key.as_str().into(), index);
             slot_of.push(slots.slot(key));
-            flags.push(Flag::new(key, flag, &resolve));
+            flags.push(Flag::new(key, flag, &cohorts));
         }
         let slot_count = slots.by_name.len();
         let mut by_slot = vec![NO_FLAG; slot_count].into_boxed_slice();
@@ -189,11 +188,7 @@ impl Compiled {
 }
 
 impl Flag {
-    fn new(
-        key: &str,
-        flag: &config::Flag,
-        resolve: &dyn Fn(&[String]) -> Box<[Arc<Cohort>]>,
-    ) -> Self {
+    fn new(key: &str, flag: &config::Flag, cohorts: &CohortTable<'_>) -> Self {
         let salt = flag.salt_or(key);
         let unit = match flag.bucket_by.as_deref() {
             None | Some("user") => Unit::User,
@@ -208,7 +203,7 @@ impl Flag {
                 .take(current + 1)
                 .map(|s| Stage {
                     name: intern(&s.name),
-                    cohorts: resolve(&s.cohorts),
+                    cohorts: cohorts.resolve(&s.cohorts),
                     threshold: s.percent.map_or(NO_PERCENT, threshold),
                     start_at: s
                         .start_at
@@ -232,12 +227,22 @@ impl Flag {
             enabled: flag.enabled,
             unit,
             seed: salt_seed(salt),
-            exclude: resolve(&flag.exclude),
+            exclude: cohorts.resolve(&flag.exclude),
             stages,
             variants,
             variant_seed: variant_seed(salt),
             total_weight,
         }
+    }
+}
+
+/// Every cohort of a config, compiled once and shared by the stages and
+/// exclusions that name it.
+struct CohortTable<'c>(HashMap<&'c str, Arc<Cohort>>);
+
+impl CohortTable<'_> {
+    fn resolve(&self, names: &[String]) -> Box<[Arc<Cohort>]> {
+        names.iter().filter_map(|n| self.0.get(n.as_str()).cloned()).collect()
     }
 }
 

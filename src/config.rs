@@ -254,15 +254,15 @@ impl Flag {
                     problems.push(unknown_cohort(format!("{at}.cohorts[{j}]"), cohort));
                 }
             }
-            if let Some(p) = stage.percent {
-                if let Err(message) = check_percent(p) {
-                    problems.push(Problem::new(format!("{at}.percent"), message));
-                }
+            if let Some(p) = stage.percent
+                && let Err(message) = check_percent(p)
+            {
+                problems.push(Problem::new(format!("{at}.percent"), message));
             }
-            if let Some(t) = &stage.start_at {
-                if let Err(message) = crate::clock::parse_rfc3339_millis(t) {
-                    problems.push(Problem::new(format!("{at}.start_at"), message));
-                }
+            if let Some(t) = &stage.start_at
+                && let Err(message) = crate::clock::parse_rfc3339_millis(t)
+            {
+                problems.push(Problem::new(format!("{at}.start_at"), message));
             }
         }
         match (&self.stage, self.stages.is_empty()) {

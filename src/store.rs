@@ -135,10 +135,10 @@ impl FlagStore {
     pub fn apply_config(&self, config: &Config) -> Result<u64, Error> {
         config.validate()?;
         let writer = self.writer();
-        if let Some(newest) = writer.newest {
-            if config.version <= newest {
-                return Err(Error::stale(config.version, newest));
-            }
+        if let Some(newest) = writer.newest
+            && config.version <= newest
+        {
+            return Err(Error::stale(config.version, newest));
         }
         Ok(self.install(config, writer))
     }

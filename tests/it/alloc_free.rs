@@ -1,0 +1,188 @@
+//! The hot path never allocates: a counting global allocator watches every
+//! branch of evaluation, by key, by handle and through a snapshot, and the
+//! building of a context with up to eight attributes.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+
+use flagstone::{Context, FlagStore, ManualClock, Reason};
+
+/// Counts allocations made by the current thread, so that tests running in
+/// parallel do not see each other's.
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: the allocator may run while the thread is being torn down.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY-free: forwarding to `System` is the whole implementation.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_in(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+const CONFIG: &str = r#"{
+  "version": 1,
+  "cohorts": {
+    "staff":     { "tenants": ["acme-internal"], "users": ["alice", "bob"] },
+    "eu":        { "regions": ["eu-west", "eu-north"] },
+    "ent":       { "attributes": { "plan": ["enterprise"], "tier": ["1", "2"] } },
+    "many":      { "tenants": ["m0","m1","m2","m3","m4","m5","m6","m7","m8","m9","m10","m11"] },
+    "regulated": { "tenants": ["bank-1"] }
+  },
+  "flags": {
+    "on":     { "enabled": true },
+    "killed": { "enabled": false, "stages": [ { "name": "all" } ], "stage": "all" },
+    "staged": {
+      "enabled": true, "bucket_by": "tenant", "exclude": ["regulated", "many"],
+      "stages": [
+        { "name": "internal", "cohorts": ["staff"] },
+        { "name": "ent",      "cohorts": ["ent"] },
+        { "name": "eu-half",  "cohorts": ["eu"], "percent": 50 },
+        { "name": "later",    "percent": 100, "start_at": "2030-01-01T00:00:00Z" }
+      ],
+      "stage": "later",
+      "variants": [ { "name": "control", "weight": 1 }, { "name": "treatment", "weight": 3 } ]
+    },
+    "by-attr": {
+      "enabled": true, "bucket_by": "seat",
+      "stages": [ { "name": "p", "percent": 99.999 } ], "stage": "p",
+      "variants": [ { "name": "a", "weight": 1 } ]
+    }
+  }
+}"#;
+
+#[test]
+fn no_evaluation_branch_allocates() {
+    let clock = Arc::new(ManualClock::from_rfc3339("2029-12-31T23:59:59Z").expect("time"));
+    let store = FlagStore::from_json(CONFIG).expect("valid").with_clock(clock.clone());
+    let handles: Vec<_> =
+        ["on", "killed", "staged", "by-attr", "missing"].iter().map(|k| store.handle(k)).collect();
+    let eu_in = (0..10_000)
+        .map(|i| format!("t-{i}"))
+        .find(|t| flagstone::bucket("staged", t) < 50_000)
+        .expect("a tenant in the first half");
+    let eu_out = (0..10_000)
+        .map(|i| format!("t-{i}"))
+        .find(|t| flagstone::bucket("staged", t) >= 50_000)
+        .expect("a tenant in the second half");
+
+    let mut reasons = Vec::new();
+    let mut check = |flag: &str, ctx: &Context<'_>| {
+        let snap = store.snapshot();
+        let handle = handles.iter().find(|h| h.key() == flag).unwrap_or(&handles[4]);
+        let mut reason = Reason::UnknownFlag;
+        let n = allocations_in(|| {
+            let ev = store.evaluate(flag, ctx);
+            reason = ev.reason;
+            std::hint::black_box((
+                store.is_enabled(flag, ctx),
+                store.variant(flag, ctx),
+                handle.is_enabled(ctx),
+                handle.evaluate(ctx),
+                handle.variant(ctx),
+                handle.is_enabled_in(&snap, ctx),
+                handle.evaluate_in(&snap, ctx),
+                snap.is_enabled(flag, ctx),
+                snap.evaluate(flag, ctx),
+                snap.variant(flag, ctx),
+                store.snapshot().version(),
+            ));
+        });
+        assert_eq!(n, 0, "{flag} for {ctx:?} allocated {n} times ({:?})", reason);
+        reasons.push(reason.label().to_owned());
+    };
+
+    check("missing", &Context::new());
+    check("on", &Context::new().user("u"));
+    check("killed", &Context::new());
+    check("staged", &Context::new().tenant("bank-1"));
+    check("staged", &Context::new().tenant("m11"));
+    check("staged", &Context::new().tenant("acme-internal").user("bob"));
+    check("staged", &Context::new().tenant("x").attr("plan", "enterprise").attr("tier", "2"));
+    check("staged", &Context::new().tenant(&eu_in).region("eu-west"));
+    check("staged", &Context::new().tenant(&eu_out).region("eu-west"));
+    check("staged", &Context::new().region("eu-west")); // no unit: fails closed
+    check("by-attr", &Context::new().attr("seat", "s-1"));
+    check("by-attr", &Context::new());
+    clock.advance(std::time::Duration::from_secs(1));
+    check("staged", &Context::new().tenant(&eu_out).region("us-east"));
+
+    assert_eq!(
+        reasons,
+        [
+            "unknown",
+            "on",
+            "off",
+            "excluded",
+            "excluded",
+            "internal",
+            "ent",
+            "eu-half",
+            "not-exposed",
+            "not-exposed",
+            "p",
+            "not-exposed",
+            "later"
+        ],
+        "every branch was taken"
+    );
+}
+
+#[test]
+fn building_a_context_with_eight_attributes_does_not_allocate() {
+    let n = allocations_in(|| {
+        let ctx = Context::new()
+            .tenant("acme")
+            .region("eu-west")
+            .user("u-42")
+            .attr("a1", "1")
+            .attr("a2", "2")
+            .attr("a3", "3")
+            .attr("a4", "4")
+            .attr("a5", "5")
+            .attr("a6", "6")
+            .attr("a7", "7")
+            .attr("a8", "8")
+            .attr("a1", "again");
+        std::hint::black_box(&ctx);
+    });
+    assert_eq!(n, 0);
+    // The counter works: a ninth attribute spills to the heap.
+    let n = allocations_in(|| {
+        let mut ctx = Context::new();
+        for key in ["1", "2", "3", "4", "5", "6", "7", "8", "9"] {
+            ctx.set_attr(key, key);
+        }
+        std::hint::black_box(&ctx);
+    });
+    assert_eq!(n, 1);
+}

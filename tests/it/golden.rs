@@ -1,0 +1,103 @@
+//! Conformance: the bucketing spec against vectors computed by an independent
+//! implementation (`tools/golden_vectors.py`, PyPI `xxhash`). A failure here
+//! means the crate no longer buckets like every other implementation: a
+//! breaking change, never a test to update.
+
+use flagstone::{Context, FlagStore, Reason};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Golden {
+    buckets: Vec<BucketVector>,
+    variants: Vec<VariantVector>,
+}
+
+#[derive(Deserialize)]
+struct BucketVector {
+    salt: String,
+    unit: String,
+    bucket: u32,
+}
+
+#[derive(Deserialize)]
+struct VariantVector {
+    salt: String,
+    unit: String,
+    weights: Vec<u32>,
+    index: usize,
+}
+
+fn golden() -> Golden {
+    serde_json::from_str(include_str!("testdata/golden.json")).expect("golden.json parses")
+}
+
+#[test]
+fn bucket_matches_the_independent_implementation() {
+    let golden = golden();
+    assert!(golden.buckets.len() >= 20);
+    for v in &golden.buckets {
+        assert_eq!(
+            flagstone::bucket(&v.salt, &v.unit),
+            v.bucket,
+            "salt {:?} unit {:?}",
+            v.salt,
+            v.unit
+        );
+    }
+}
+
+#[test]
+fn variant_index_matches_the_independent_implementation() {
+    for v in &golden().variants {
+        assert_eq!(
+            flagstone::variant_index(&v.salt, &v.unit, &v.weights),
+            Some(v.index),
+            "salt {:?} unit {:?} weights {:?}",
+            v.salt,
+            v.unit,
+            v.weights
+        );
+    }
+}
+
+/// The evaluator uses the spec too: a unit is in at `bucket + 1` thousandths
+/// of a percent and out at `bucket`.
+#[test]
+fn evaluation_thresholds_sit_exactly_at_the_golden_bucket() {
+    for v in golden().buckets.iter().filter(|v| !v.salt.is_empty()) {
+        let config = |version: u64, buckets: u32| {
+            let salt = serde_json::to_string(&v.salt).expect("string");
+            format!(
+                r#"{{"version":{version},"flags":{{"f":{{"enabled":true,"salt":{salt},
+                   "stages":[{{"name":"s","percent":{}}}],"stage":"s"}}}}}}"#,
+                f64::from(buckets) / 1000.0
+            )
+        };
+        let ctx = Context::new().user(&v.unit);
+        let store = FlagStore::from_json(config(1, v.bucket + 1)).expect("valid");
+        assert_eq!(store.evaluate("f", &ctx).reason, Reason::Stage { index: 0, name: "s" });
+        store.apply_json(config(2, v.bucket)).expect("valid");
+        assert!(!store.is_enabled("f", &ctx), "unit {:?} at bucket {}", v.unit, v.bucket);
+    }
+}
+
+/// Variants in evaluation follow the spec's variant half.
+#[test]
+fn evaluation_variants_match_the_independent_implementation() {
+    for v in golden().variants.iter().filter(|v| !v.salt.is_empty()) {
+        let variants: Vec<String> = v
+            .weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!(r#"{{"name":"v{i}","weight":{w}}}"#))
+            .collect();
+        let json = format!(
+            r#"{{"version":1,"flags":{{"f":{{"enabled":true,"salt":{},"variants":[{}]}}}}}}"#,
+            serde_json::to_string(&v.salt).expect("string"),
+            variants.join(",")
+        );
+        let store = FlagStore::from_json(json).expect("valid");
+        let expected = format!("v{}", v.index);
+        assert_eq!(store.variant("f", &Context::new().user(&v.unit)), Some(expected.as_str()));
+    }
+}

@@ -1,0 +1,19 @@
+//! The public API, tested from outside the crate: one binary, one module per
+//! concern.
+
+mod alloc_free;
+mod golden;
+mod props;
+mod semantics;
+mod store;
+mod stress;
+
+/// The example config of the format's documentation (version 7).
+pub const EXAMPLE: &str = include_str!("testdata/example.json");
+
+/// The example config with a different `stage` and `version`.
+pub fn example_at(stage: &str, version: u64) -> String {
+    EXAMPLE
+        .replace(r#""stage": "canary""#, &format!(r#""stage": "{stage}""#))
+        .replace(r#""version": 7"#, &format!(r#""version": {version}"#))
+}
