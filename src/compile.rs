@@ -36,6 +36,8 @@ pub(crate) struct Compiled {
 #[derive(Clone, Debug)]
 pub(crate) struct Flag {
     pub(crate) key: &'static str,
+    /// What `is_enabled` can answer without walking the stages.
+    pub(crate) shortcut: Shortcut,
     pub(crate) enabled: bool,
     pub(crate) unit: Unit,
     pub(crate) seed: u64,
@@ -46,6 +48,21 @@ pub(crate) struct Flag {
     pub(crate) variants: Box<[Variant]>,
     pub(crate) variant_seed: u64,
     pub(crate) total_weight: u64,
+}
+
+/// The answer of `is_enabled` for the shapes most flags have, decided when
+/// the config is compiled; `Walk` takes the general path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shortcut {
+    /// The kill switch: off for everyone.
+    Off,
+    /// No exclusions and a stage in effect that exposes everyone.
+    On,
+    /// No exclusions, and every stage in effect is a bare percentage: on
+    /// exactly when the unit's bucket is below the largest threshold.
+    Below(u32),
+    /// Cohorts, exclusions or schedules: walk the stages.
+    Walk,
 }
 
 #[derive(Clone, Debug)]
@@ -222,16 +239,41 @@ impl Flag {
                 Variant { name: intern(&v.name), cumulative: total_weight }
             })
             .collect();
+        let exclude = cohorts.resolve(&flag.exclude);
+        let shortcut = Shortcut::new(flag.enabled, exclude.is_empty(), stages.as_deref());
         Self {
             key: intern(key),
+            shortcut,
             enabled: flag.enabled,
             unit,
             seed: salt_seed(salt),
-            exclude: cohorts.resolve(&flag.exclude),
+            exclude,
             stages,
             variants,
             variant_seed: variant_seed(salt),
             total_weight,
+        }
+    }
+}
+
+impl Shortcut {
+    fn new(enabled: bool, no_exclusions: bool, stages: Option<&[Stage]>) -> Self {
+        if !enabled {
+            return Shortcut::Off;
+        }
+        if !no_exclusions {
+            return Shortcut::Walk;
+        }
+        let Some(stages) = stages else { return Shortcut::On };
+        let bare = |s: &Stage| s.cohorts.is_empty() && s.start_at == NO_START;
+        if stages.iter().any(|s| bare(s) && s.threshold == NO_PERCENT) {
+            Shortcut::On
+        } else if stages.iter().all(bare) {
+            // Every stage buckets the same unit with the same seed, so the
+            // union of their audiences is the largest of them.
+            Shortcut::Below(stages.iter().map(|s| s.threshold).max().unwrap_or(0))
+        } else {
+            Shortcut::Walk
         }
     }
 }

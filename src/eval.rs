@@ -9,7 +9,7 @@ use std::fmt;
 
 use crate::bucket::{bucket_seeded, variant_point};
 use crate::clock::Clock;
-use crate::compile::{Cohort, Flag, NO_PERCENT, NO_START, NameSet, Unit};
+use crate::compile::{Cohort, Flag, NO_PERCENT, NO_START, NameSet, Shortcut, Unit};
 use crate::context::Context;
 
 /// The result of evaluating a flag for a context.
@@ -122,7 +122,7 @@ impl Flag {
             if stage.threshold != NO_PERCENT {
                 // Fail closed: a context without the unit is in no percentage.
                 let Some(unit) = unit else { continue };
-                let b = *bucket.get_or_insert_with(|| bucket_seeded(self.seed, unit));
+                let b = *bucket.get_or_insert_with(|| self.bucket_of(unit));
                 if b >= stage.threshold {
                     continue;
                 }
@@ -139,7 +139,24 @@ impl Flag {
 
     #[inline]
     pub(crate) fn is_enabled(&self, ctx: &Context<'_>, clock: &dyn Clock) -> bool {
-        matches!(self.decide(ctx, clock), Reason::Enabled | Reason::Stage { .. })
+        match self.shortcut {
+            Shortcut::Off => false,
+            Shortcut::On => true,
+            Shortcut::Below(threshold) => {
+                self.unit_of(ctx).is_some_and(|unit| bucket_seeded(self.seed, unit) < threshold)
+            }
+            Shortcut::Walk => {
+                matches!(self.decide(ctx, clock), Reason::Enabled | Reason::Stage { .. })
+            }
+        }
+    }
+
+    /// The unit's bucket, out of line: inlined into the stage loop, xxh3's
+    /// seeded-secret setup (needed only for units over 240 bytes) gets
+    /// hoisted in front of the loop and paid on every call.
+    #[inline(never)]
+    fn bucket_of(&self, unit: &str) -> u32 {
+        bucket_seeded(self.seed, unit)
     }
 
     #[inline]
