@@ -50,7 +50,7 @@
 //!
 //! # Minimum supported Rust version
 //!
-//! Rust 1.85 (edition 2024).
+//! Rust 1.88 (edition 2024, let chains).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
