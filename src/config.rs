@@ -140,14 +140,30 @@ impl Config {
     }
 
     fn parse_json(json: &[u8]) -> Result<Self, Error> {
+        // Tracking the path costs on every value, and a good document never
+        // needs it: parse plainly, and again with paths only to explain a
+        // failure.
+        match serde_json::from_slice(json) {
+            Ok(config) => Ok(config),
+            Err(_) => Err(Self::explain_parse_error(json)),
+        }
+    }
+
+    #[cold]
+    fn explain_parse_error(json: &[u8]) -> Error {
         let mut de = serde_json::Deserializer::from_slice(json);
-        let config: Self = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let parsed: Result<Self, _> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
             Error::invalid(vec![Problem::new(path, e.into_inner().to_string())])
-        })?;
-        de.end().map_err(|e| Error::invalid(vec![Problem::new("", e.to_string())]))?;
-        Ok(config)
+        });
+        match parsed.and_then(|_| {
+            de.end().map_err(|e| Error::invalid(vec![Problem::new("", e.to_string())]))
+        }) {
+            Err(e) => e,
+            // Unreachable unless the two parsers disagree; still an error.
+            Ok(()) => Error::invalid(vec![Problem::new("", "malformed document")]),
+        }
     }
 
     /// Checks every rule of the format and reports every problem found.
@@ -155,7 +171,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         let mut problems = Vec::new();
         for (name, cohort) in &self.cohorts {
-            cohort.validate(&format!("cohorts.{name}"), &mut problems);
+            cohort.validate(name, &mut problems);
         }
         for (key, flag) in &self.flags {
             let path = format!("flags.{key}");
@@ -169,8 +185,10 @@ impl Config {
 }
 
 impl Cohort {
-    fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
-        if path == "cohorts." {
+    fn validate(&self, name: &str, problems: &mut Vec<Problem>) {
+        let path = format!("cohorts.{name}");
+        let path = path.as_str();
+        if name.is_empty() {
             problems.push(Problem::new(path, "a cohort name must not be empty"));
         }
         let lists =
@@ -240,29 +258,30 @@ impl Flag {
 
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, stage) in self.stages.iter().enumerate() {
-            let at = format!("{path}.stages[{i}]");
+            // Paths are built only for problems: a valid config allocates none.
+            let at = |field: &str| format!("{path}.stages[{i}].{field}");
             if stage.name.is_empty() {
-                problems.push(Problem::new(format!("{at}.name"), "a stage name must not be empty"));
+                problems.push(Problem::new(at("name"), "a stage name must not be empty"));
             } else if let Some(first) = seen.insert(&stage.name, i) {
                 problems.push(Problem::new(
-                    format!("{at}.name"),
+                    at("name"),
                     format!("duplicate stage name {:?} (also stages[{first}])", stage.name),
                 ));
             }
             for (j, cohort) in stage.cohorts.iter().enumerate() {
                 if !known(cohort) {
-                    problems.push(unknown_cohort(format!("{at}.cohorts[{j}]"), cohort));
+                    problems.push(unknown_cohort(at(&format!("cohorts[{j}]")), cohort));
                 }
             }
             if let Some(p) = stage.percent
                 && let Err(message) = check_percent(p)
             {
-                problems.push(Problem::new(format!("{at}.percent"), message));
+                problems.push(Problem::new(at("percent"), message));
             }
             if let Some(t) = &stage.start_at
                 && let Err(message) = crate::clock::parse_rfc3339_millis(t)
             {
-                problems.push(Problem::new(format!("{at}.start_at"), message));
+                problems.push(Problem::new(at("start_at"), message));
             }
         }
         match (&self.stage, self.stages.is_empty()) {
@@ -285,12 +304,12 @@ impl Flag {
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut total = 0u64;
         for (i, variant) in self.variants.iter().enumerate() {
-            let at = format!("{path}.variants[{i}].name");
+            let at = || format!("{path}.variants[{i}].name");
             if variant.name.is_empty() {
-                problems.push(Problem::new(at, "a variant name must not be empty"));
+                problems.push(Problem::new(at(), "a variant name must not be empty"));
             } else if let Some(first) = names.insert(&variant.name, i) {
                 problems.push(Problem::new(
-                    at,
+                    at(),
                     format!("duplicate variant name {:?} (also variants[{first}])", variant.name),
                 ));
             }

@@ -119,7 +119,7 @@ impl FlagStore {
     /// refused as stale. On any error the previous config keeps serving.
     pub fn apply_json(&self, json: impl AsRef<[u8]>) -> Result<u64, Error> {
         let config = Config::from_json(json)?;
-        self.apply_config(&config)
+        self.apply_valid(&config)
     }
 
     /// Applies a JSON config whatever its version: the way back to an older
@@ -134,6 +134,12 @@ impl FlagStore {
     #[cold]
     pub fn apply_config(&self, config: &Config) -> Result<u64, Error> {
         config.validate()?;
+        self.apply_valid(config)
+    }
+
+    /// The version check and the swap, for a config already validated.
+    #[cold]
+    fn apply_valid(&self, config: &Config) -> Result<u64, Error> {
         let writer = self.writer();
         if let Some(newest) = writer.newest
             && config.version <= newest
