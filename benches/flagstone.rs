@@ -8,16 +8,26 @@
 //!   rollout by user, (b) a stage "region in [eu-west, eu-north] and 50%"
 //!   with a 50-tenant exclusion cohort, (c) a kill-switched flag, (d) an
 //!   unknown flag; with 100 and 10,000 flags in the config.
+//! - `peers`: flags (a) and (b) in Unleash's engine (`unleash-yggdrasil`)
+//!   and LaunchDarkly's evaluator, contexts prebuilt outside the loop for
+//!   all three.
+//! - `contended`: two threads evaluating while a third applies a new config
+//!   every millisecond, against the same two readers without the writer.
 //! - `apply`: parse + validate + compile + swap of 100, 1,000 and 10,000
-//!   flags, each with 5 stages and 3 cohorts.
+//!   flags, each with 5 stages and 3 cohorts, against Unleash's
+//!   `take_state` on equivalent documents.
 //!
 //! Run one group with `cargo bench --bench flagstone -- hot_path`.
 
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use flagstone::{Context, FlagStore};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
@@ -80,6 +90,38 @@ fn staged_config(n: usize, version: u64) -> String {
         cohorts.join(","),
         flags.join(",")
     )
+}
+
+/// The `apply` configs as Unleash features, equivalent in behaviour: the
+/// three stages in effect (two cohorts, then 5%), each with the exclusion as
+/// a constraint. Unleash has no notion of stages not yet in effect.
+fn unleash_staged_features(n: usize) -> String {
+    let cohort = |i: usize| {
+        format!(
+            r#"{{ "contextName": "tenant", "operator": "IN", "values": ["t-{i}", "t-{}"] }},
+               {{ "contextName": "region", "operator": "IN", "values": ["eu-west"] }}"#,
+            i + 1
+        )
+    };
+    let features: Vec<String> = (0..n)
+        .map(|i| {
+            let (a, b, c) = (i % 30, (i + 7) % 30, (i + 13) % 30);
+            let exclude = format!(
+                r#"{{ "contextName": "tenant", "operator": "NOT_IN", "values": ["t-{c}", "t-{}"] }}"#,
+                c + 1
+            );
+            format!(
+                r#"{{ "name": "flag-{i}", "enabled": true, "strategies": [
+                    {{ "name": "default", "constraints": [ {}, {exclude} ] }},
+                    {{ "name": "default", "constraints": [ {}, {exclude} ] }},
+                    {{ "name": "flexibleRollout", "constraints": [ {exclude} ],
+                       "parameters": {{ "rollout": "5", "stickiness": "tenant", "groupId": "flag-{i}" }} }} ] }}"#,
+                cohort(a),
+                cohort(b)
+            )
+        })
+        .collect();
+    format!(r#"{{ "version": 2, "features": [ {} ] }}"#, features.join(","))
 }
 
 /// The floor's own store: key -> (seed, threshold), nothing else.
@@ -209,21 +251,228 @@ fn apply(c: &mut Criterion) {
     group.sample_size(10);
     for n in [100, 1_000, 10_000] {
         let docs: Vec<String> = (1..=2).map(|v| staged_config(n, v)).collect();
-        group.throughput(Throughput::Bytes(docs[0].len() as u64));
-        group.bench_function(BenchmarkId::new("apply_json", n), |b| {
+        group.bench_function(BenchmarkId::new("flagstone_apply_json", n), |b| {
             b.iter(|| {
                 let store = FlagStore::new();
                 store.apply_json(black_box(&docs[0])).expect("valid")
+            })
+        });
+        let unleash_doc = unleash_staged_features(n);
+        group.bench_function(BenchmarkId::new("unleash_take_state", n), |b| {
+            b.iter(|| {
+                let engine = unleash_yggdrasil::EngineState::default();
+                let features = serde_json::from_str(black_box(&unleash_doc)).expect("parses");
+                engine.take_state(unleash_yggdrasil::UpdateMessage::FullResponse(features))
             })
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, floor, hot_path, apply);
-criterion_main!(benches);
-
-#[allow(dead_code)]
-fn assert_configs_are_valid() {
-    let _ = Arc::new(FlagStore::from_json(staged_config(3, 1)));
+/// Flags (a) and (b) as Unleash features.
+fn unleash_features() -> String {
+    let exclusion: Vec<String> = (0..50).map(|i| format!("\"bank-{i}\"")).collect();
+    format!(
+        r#"{{ "version": 2, "features": [
+            {{ "name": "a-rollout", "enabled": true, "strategies": [
+                {{ "name": "flexibleRollout",
+                   "parameters": {{ "rollout": "25", "stickiness": "userId", "groupId": "a-rollout" }} }} ] }},
+            {{ "name": "b-staged", "enabled": true, "strategies": [
+                {{ "name": "flexibleRollout",
+                   "parameters": {{ "rollout": "50", "stickiness": "tenant", "groupId": "b-staged" }},
+                   "constraints": [
+                     {{ "contextName": "region", "operator": "IN", "values": ["eu-west", "eu-north"] }},
+                     {{ "contextName": "tenant", "operator": "NOT_IN", "values": [{}] }} ] }} ] }}
+        ] }}"#,
+        exclusion.join(",")
+    )
 }
+
+/// Flags (a) and (b) as LaunchDarkly flags.
+fn launchdarkly_flags() -> HashMap<String, launchdarkly_server_sdk_evaluation::Flag> {
+    let exclusion: Vec<String> = (0..50).map(|i| format!("\"bank-{i}\"")).collect();
+    let a = r#"{ "key": "a-rollout", "version": 1, "on": true, "targets": [], "rules": [],
+        "prerequisites": [], "salt": "a-rollout", "offVariation": 1, "variations": [true, false],
+        "fallthrough": { "rollout": { "variations": [
+            { "variation": 0, "weight": 25000 }, { "variation": 1, "weight": 75000 } ] } } }"#;
+    let b = format!(
+        r#"{{ "key": "b-staged", "version": 1, "on": true, "targets": [], "prerequisites": [],
+        "salt": "b-staged", "offVariation": 1, "variations": [true, false],
+        "fallthrough": {{ "variation": 1 }},
+        "rules": [ {{ "id": "eu-half", "trackEvents": false,
+            "clauses": [
+              {{ "attribute": "region", "op": "in", "values": ["eu-west", "eu-north"], "negate": false }},
+              {{ "attribute": "tenant", "op": "in", "values": [{}], "negate": true }} ],
+            "rollout": {{ "bucketBy": "tenant", "variations": [
+              {{ "variation": 0, "weight": 50000 }}, {{ "variation": 1, "weight": 50000 }} ] }} }} ] }}"#,
+        exclusion.join(",")
+    );
+    [a.to_owned(), b]
+        .iter()
+        .map(|json| {
+            let flag: launchdarkly_server_sdk_evaluation::Flag =
+                serde_json::from_str(json).expect("LaunchDarkly flag parses");
+            (flag.key.clone(), flag)
+        })
+        .collect()
+}
+
+struct LdStore(HashMap<String, launchdarkly_server_sdk_evaluation::Flag>);
+
+impl launchdarkly_server_sdk_evaluation::Store for LdStore {
+    fn flag(&self, key: &str) -> Option<launchdarkly_server_sdk_evaluation::Flag> {
+        self.0.get(key).cloned()
+    }
+    fn segment(&self, _: &str) -> Option<launchdarkly_server_sdk_evaluation::Segment> {
+        None
+    }
+}
+
+fn peers(c: &mut Criterion) {
+    use launchdarkly_server_sdk_evaluation::{ContextBuilder, FlagValue, evaluate};
+    use unleash_yggdrasil::{EngineState, UpdateMessage};
+
+    let mut group = c.benchmark_group("peers");
+    let store = FlagStore::from_json(config(100)).expect("valid");
+    let unleash = EngineState::default();
+    let features = serde_json::from_str(&unleash_features()).expect("Unleash features parse");
+    unleash.take_state(UpdateMessage::FullResponse(features));
+    let ld = LdStore(launchdarkly_flags());
+
+    // The same units for all three: users for (a), tenants in two regions for (b).
+    let units: Vec<(&str, &str)> =
+        USERS.iter().map(|u| (*u, if u.len() % 2 == 0 { "eu-west" } else { "us-east" })).collect();
+    let ours: Vec<Context<'_>> =
+        units.iter().map(|(u, r)| Context::new().user(u).tenant(u).region(r)).collect();
+    let theirs: Vec<unleash_yggdrasil::Context> = units
+        .iter()
+        .map(|(u, r)| unleash_yggdrasil::Context {
+            user_id: Some((*u).to_owned()),
+            properties: Some(HashMap::from([
+                ("tenant".to_owned(), (*u).to_owned()),
+                ("region".to_owned(), (*r).to_owned()),
+            ])),
+            ..Default::default()
+        })
+        .collect();
+    let ld_contexts: Vec<launchdarkly_server_sdk_evaluation::Context> = units
+        .iter()
+        .map(|(u, r)| {
+            ContextBuilder::new(*u)
+                .set_string("tenant", *u)
+                .set_string("region", *r)
+                .build()
+                .expect("context")
+        })
+        .collect();
+
+    for (case, key) in [("a", "a-rollout"), ("b", "b-staged")] {
+        let mut i = 0;
+        group.bench_function(format!("{case}_flagstone"), |b| {
+            b.iter(|| {
+                i = (i + 1) % ours.len();
+                store.is_enabled(black_box(key), &ours[i])
+            })
+        });
+        group.bench_function(format!("{case}_unleash"), |b| {
+            b.iter(|| {
+                i = (i + 1) % theirs.len();
+                unleash.is_enabled(black_box(key), &theirs[i], &None)
+            })
+        });
+        // LaunchDarkly's evaluator takes the flag itself: the by-key lookup
+        // is a borrowed HashMap get, the cheapest an SDK store could offer.
+        group.bench_function(format!("{case}_launchdarkly"), |b| {
+            b.iter(|| {
+                i = (i + 1) % ld_contexts.len();
+                let flag = ld.0.get(black_box(key)).expect("flag");
+                matches!(
+                    evaluate(&ld, flag, &ld_contexts[i], None).value,
+                    Some(FlagValue::Bool(true))
+                )
+            })
+        });
+    }
+    // The three agree on who is in, so they are doing the same work.
+    for (case, key) in [("a", "a-rollout"), ("b", "b-staged")] {
+        for (i, ctx) in ours.iter().enumerate() {
+            let y = unleash.is_enabled(key, &theirs[i], &None);
+            let flag = ld.0.get(key).expect("flag");
+            let l = matches!(
+                evaluate(&ld, flag, &ld_contexts[i], None).value,
+                Some(FlagValue::Bool(true))
+            );
+            let f = store.is_enabled(key, ctx);
+            if case == "b" {
+                // Same audience (region and exclusion); the 50% splits differ
+                // by design: each product has its own hash.
+                let eu = units[i].1 == "eu-west";
+                assert!(!f || eu, "flagstone exposed a tenant outside the EU");
+                assert!(!y || eu, "Unleash exposed a tenant outside the EU");
+                assert!(!l || eu, "LaunchDarkly exposed a tenant outside the EU");
+            }
+        }
+    }
+    group.finish();
+}
+
+/// Two readers, with or without a writer applying a config every millisecond.
+fn contended(c: &mut Criterion) {
+    let mut group = c.benchmark_group("contended");
+    for writer in [false, true] {
+        let store = Arc::new(FlagStore::from_json(config(100)).expect("valid"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        // The second reader, busy for the whole measurement.
+        threads.push(thread::spawn({
+            let (store, stop) = (store.clone(), stop.clone());
+            move || {
+                let ctxs: Vec<Context<'_>> = USERS.iter().map(|u| Context::new().user(u)).collect();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i + 1) % ctxs.len();
+                    black_box(store.is_enabled(black_box("a-rollout"), &ctxs[i]));
+                }
+            }
+        }));
+        if writer {
+            threads.push(thread::spawn({
+                let (store, stop) = (store.clone(), stop.clone());
+                move || {
+                    let mut version = 2;
+                    while !stop.load(Ordering::Relaxed) {
+                        let next = config(100).replacen(
+                            r#""version": 1"#,
+                            &format!(r#""version": {version}"#),
+                            1,
+                        );
+                        store.apply_json(next).expect("valid");
+                        version += 1;
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }));
+        }
+        let ctxs: Vec<Context<'_>> = USERS.iter().map(|u| Context::new().user(u)).collect();
+        let name = if writer { "reader_with_writer_every_1ms" } else { "reader_without_writer" };
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for n in 0..iters {
+                    black_box(
+                        store.is_enabled(black_box("a-rollout"), &ctxs[n as usize % ctxs.len()]),
+                    );
+                }
+                start.elapsed()
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().expect("bench thread");
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, floor, hot_path, peers, contended, apply);
+criterion_main!(benches);
