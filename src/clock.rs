@@ -89,6 +89,13 @@ impl Clock for ManualClock {
     }
 }
 
+impl<C: Clock + ?Sized> Clock for Box<C> {
+    #[inline]
+    fn now_millis(&self) -> i64 {
+        (**self).now_millis()
+    }
+}
+
 impl<C: Clock + ?Sized> Clock for Arc<C> {
     #[inline]
     fn now_millis(&self) -> i64 {

@@ -29,6 +29,7 @@ pub(crate) struct Compiled {
     pub(crate) flags: Box<[Flag]>,
     by_name: foldhash::HashMap<Box<str>, u32>,
     by_slot: Box<[u32]>,
+    pub(crate) cohorts: foldhash::HashMap<&'static str, Arc<Cohort>>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -45,6 +46,8 @@ pub(crate) struct Flag {
     /// `None`: no stages, on for everyone. Otherwise the stages up to and
     /// including the current one; later stages can never match.
     pub(crate) stages: Option<Box<[Stage]>>,
+    /// The names of the stages after the current one, for explanations.
+    pub(crate) later: Box<[&'static str]>,
     pub(crate) variants: Box<[Variant]>,
     pub(crate) variant_seed: u64,
     pub(crate) total_weight: u64,
@@ -88,6 +91,18 @@ pub(crate) enum Unit {
     User,
     Region,
     Attr(Box<str>),
+}
+
+impl Unit {
+    /// The `bucket_by` name this unit was compiled from.
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Unit::Tenant => "tenant",
+            Unit::User => "user",
+            Unit::Region => "region",
+            Unit::Attr(key) => key,
+        }
+    }
 }
 
 /// A cohort in evaluation form; `None` criteria are not listed.
@@ -150,6 +165,7 @@ impl Compiled {
             flags: Box::new([]),
             by_name: foldhash::HashMap::default(),
             by_slot: Box::new([]),
+            cohorts: foldhash::HashMap::default(),
             clock,
         }
     }
@@ -188,7 +204,16 @@ impl Compiled {
                 *entry = u32::try_from(index).unwrap_or(NO_FLAG);
             }
         }
-        Self { version: config.version, store_id, flags: flags.into(), by_name, by_slot, clock }
+        let cohorts = cohorts.0.into_values().map(|c| (c.name, c)).collect();
+        Self {
+            version: config.version,
+            store_id,
+            flags: flags.into(),
+            by_name,
+            by_slot,
+            cohorts,
+            clock,
+        }
     }
 
     #[inline]
@@ -230,6 +255,12 @@ impl Flag {
                 })
                 .collect()
         });
+        let later = match flag.current_stage() {
+            Some(current) => {
+                flag.stages.iter().skip(current + 1).map(|s| intern(&s.name)).collect()
+            }
+            None => Box::default(),
+        };
         let mut total_weight = 0u64;
         let variants = flag
             .variants
@@ -249,6 +280,7 @@ impl Flag {
             seed: salt_seed(salt),
             exclude,
             stages,
+            later,
             variants,
             variant_seed: variant_seed(salt),
             total_weight,

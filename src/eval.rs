@@ -101,11 +101,26 @@ impl Flag {
     /// Decides on/off and why; the shared core of every kind of check.
     #[inline]
     pub(crate) fn decide(&self, ctx: &Context<'_>, clock: &dyn Clock) -> Reason<'static> {
+        self.decide_traced(ctx, clock, &mut ())
+    }
+
+    /// [`Flag::decide`], telling `trace` each check's outcome: `()` traces
+    /// nothing and compiles away; `explain` records the path taken, so an
+    /// explanation is the evaluation itself, not a second implementation.
+    #[inline]
+    pub(crate) fn decide_traced<T: Trace>(
+        &self,
+        ctx: &Context<'_>,
+        clock: &dyn Clock,
+        trace: &mut T,
+    ) -> Reason<'static> {
         if !self.enabled {
             return Reason::KillSwitch;
         }
         for cohort in self.exclude.iter() {
-            if cohort.matches(ctx) {
+            let matched = cohort.matches(ctx);
+            trace.exclusion(cohort.name, matched);
+            if matched {
                 return Reason::Excluded { cohort: cohort.name };
             }
         }
@@ -117,21 +132,28 @@ impl Flag {
         let mut now = None;
         for (index, stage) in stages.iter().enumerate() {
             if !stage.cohorts.is_empty() && !stage.cohorts.iter().any(|c| c.matches(ctx)) {
+                trace.stage(index, StageVerdict::NotInAudience);
                 continue;
             }
             if stage.threshold != NO_PERCENT {
                 // Fail closed: a context without the unit is in no percentage.
-                let Some(unit) = unit else { continue };
+                let Some(unit) = unit else {
+                    trace.stage(index, StageVerdict::NoUnit);
+                    continue;
+                };
                 let b = *bucket.get_or_insert_with(|| self.bucket_of(unit));
                 if b >= stage.threshold {
+                    trace.stage(index, StageVerdict::OutsidePercent);
                     continue;
                 }
             }
             if stage.start_at != NO_START
                 && *now.get_or_insert_with(|| clock.now_millis()) < stage.start_at
             {
+                trace.stage(index, StageVerdict::NotStarted);
                 continue;
             }
+            trace.stage(index, StageVerdict::Matched);
             return Reason::Stage { index, name: stage.name };
         }
         Reason::NotExposed
@@ -149,6 +171,11 @@ impl Flag {
                 matches!(self.decide(ctx, clock), Reason::Enabled | Reason::Stage { .. })
             }
         }
+    }
+
+    /// The unit's bucket (`bucket_by` value) for a context, if it has one.
+    pub(crate) fn unit_bucket(&self, ctx: &Context<'_>) -> Option<u32> {
+        self.unit_of(ctx).map(|unit| bucket_seeded(self.seed, unit))
     }
 
     /// The unit's bucket, out of line: inlined into the stage loop, xxh3's
@@ -182,7 +209,7 @@ impl Flag {
     }
 
     #[inline]
-    fn unit_of<'c>(&self, ctx: &Context<'c>) -> Option<&'c str> {
+    pub(crate) fn unit_of<'c>(&self, ctx: &Context<'c>) -> Option<&'c str> {
         match &self.unit {
             Unit::User => ctx.get_user(),
             Unit::Tenant => ctx.get_tenant(),
@@ -191,6 +218,38 @@ impl Flag {
         }
     }
 }
+
+/// What one stage's check came to, in evaluation order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum StageVerdict {
+    /// The stage exposes the context: the flag is on.
+    Matched,
+    /// The context is in none of the stage's cohorts.
+    NotInAudience,
+    /// The stage has a percentage and the context lacks the `bucket_by` value.
+    NoUnit,
+    /// The unit's bucket is not below the stage's threshold.
+    OutsidePercent,
+    /// The stage's `start_at` has not come yet.
+    NotStarted,
+    /// Not checked: an earlier step decided (kill switch, exclusion, or an
+    /// earlier stage matched).
+    NotReached,
+    /// After the current stage: not in effect.
+    NotInEffect,
+}
+
+/// Receives the outcome of each check of an evaluation.
+pub(crate) trait Trace {
+    #[inline(always)]
+    fn exclusion(&mut self, _cohort: &'static str, _matched: bool) {}
+    #[inline(always)]
+    fn stage(&mut self, _index: usize, _verdict: StageVerdict) {}
+}
+
+impl Trace for () {}
 
 impl Cohort {
     /// AND across the listed criteria, OR within each list; a criterion the

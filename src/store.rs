@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::error::Error;
 use crate::eval::Evaluation;
+use crate::explain::Explanation;
 
 /// How many applied configs a store keeps, the serving one included.
 pub const HISTORY: usize = 16;
@@ -312,6 +313,18 @@ impl Snapshot {
     #[inline]
     pub fn variant(&self, flag: &str, ctx: &Context<'_>) -> Option<&str> {
         self.evaluate(flag, ctx).variant
+    }
+
+    /// Why `flag` is on or off for `ctx`, step by step (allocates: for tools
+    /// and debugging, not for requests).
+    pub fn explain(&self, flag: &str, ctx: &Context<'_>) -> Explanation {
+        self.compiled.explain(flag, ctx)
+    }
+
+    /// Whether `ctx` is in the cohort named `cohort`; `None` when this
+    /// config has no such cohort.
+    pub fn in_cohort(&self, cohort: &str, ctx: &Context<'_>) -> Option<bool> {
+        self.compiled.cohorts.get(cohort).map(|c| c.matches(ctx))
     }
 }
 

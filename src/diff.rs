@@ -1,0 +1,399 @@
+//! What changes between two configs, flag by flag: the audit log of a
+//! release, and the input of a review before a push.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::config::{Cohort, Config, Flag};
+
+/// One change between two configs.
+///
+/// # Example
+///
+/// ```
+/// use flagstone::config::Config;
+/// use flagstone::diff::{ChangeKind, diff};
+///
+/// let stages = r#""stages": [ { "name": "canary", "percent": 5 }, { "name": "all", "percent": 100 } ]"#;
+/// let old = Config::from_json(format!(r#"{{ "version": 1, "flags": {{ "f": {{ "enabled": true, {stages}, "stage": "canary" }} }} }}"#))?;
+/// let new = Config::from_json(format!(r#"{{ "version": 2, "flags": {{ "f": {{ "enabled": true, {stages}, "stage": "all" }} }} }}"#))?;
+/// let changes = diff(&old, &new);
+/// assert_eq!(changes.len(), 1);
+/// assert_eq!(changes[0].kind, ChangeKind::StageAdvanced { from: "canary".into(), to: "all".into() });
+/// assert!(changes[0].reversible);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Change {
+    /// The flag it concerns; `None` for a change to a cohort.
+    pub flag: Option<String>,
+    /// What changed.
+    #[serde(flatten)]
+    pub kind: ChangeKind,
+    /// Whether pushing the old config back restores exactly who was exposed.
+    pub reversible: bool,
+    /// A loud warning for a release manager, when one is due.
+    pub warning: Option<String>,
+}
+
+/// What kind of change.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "change", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ChangeKind {
+    /// A new flag.
+    FlagAdded,
+    /// A flag is gone: services asking for it get "unknown", off.
+    FlagRemoved,
+    /// The kill switch flipped: `enabled` is the new value.
+    KillSwitch {
+        /// The flag's new `enabled`.
+        enabled: bool,
+    },
+    /// The current stage moved forward.
+    StageAdvanced {
+        /// The old current stage.
+        from: String,
+        /// The new current stage.
+        to: String,
+    },
+    /// The current stage moved back.
+    StageRolledBack {
+        /// The old current stage.
+        from: String,
+        /// The new current stage.
+        to: String,
+    },
+    /// A stage's percentage changed (`None`: no percentage).
+    PercentChanged {
+        /// The stage's name.
+        stage: String,
+        /// The old percentage.
+        from: Option<f64>,
+        /// The new percentage.
+        to: Option<f64>,
+    },
+    /// The plan itself changed: stages added, removed, reordered, or their
+    /// cohorts or schedules changed.
+    StagesChanged {
+        /// What changed, in words.
+        detail: String,
+    },
+    /// The salt changed: every unit is bucketed anew.
+    SaltChanged {
+        /// The old effective salt.
+        from: String,
+        /// The new effective salt.
+        to: String,
+    },
+    /// What percentages count changed: every unit is bucketed anew.
+    BucketByChanged {
+        /// The old `bucket_by`.
+        from: String,
+        /// The new `bucket_by`.
+        to: String,
+    },
+    /// The excluded cohorts changed.
+    ExclusionsChanged {
+        /// Cohorts now excluded.
+        added: Vec<String>,
+        /// Cohorts no longer excluded.
+        removed: Vec<String>,
+    },
+    /// The variants or their weights changed.
+    VariantsChanged,
+    /// A new cohort.
+    CohortAdded {
+        /// Its name.
+        cohort: String,
+    },
+    /// A cohort is gone.
+    CohortRemoved {
+        /// Its name.
+        cohort: String,
+    },
+    /// Who is in a cohort changed.
+    CohortChanged {
+        /// Its name.
+        cohort: String,
+        /// Values now listed, as `field:value` (`tenants:t-9`, `attributes.plan:pro`).
+        added: Vec<String>,
+        /// Values no longer listed.
+        removed: Vec<String>,
+    },
+}
+
+/// Every change from `old` to `new`: cohorts first, then flags by key.
+pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let cohort_change = |kind| Change { flag: None, kind, reversible: true, warning: None };
+    for (name, cohort) in &new.cohorts {
+        match old.cohorts.get(name) {
+            None => changes.push(cohort_change(ChangeKind::CohortAdded { cohort: name.clone() })),
+            Some(before) if before != cohort => {
+                let (b, a) = (members(before), members(cohort));
+                changes.push(cohort_change(ChangeKind::CohortChanged {
+                    cohort: name.clone(),
+                    added: a.difference(&b).cloned().collect(),
+                    removed: b.difference(&a).cloned().collect(),
+                }));
+            }
+            Some(_) => {}
+        }
+    }
+    for name in old.cohorts.keys().filter(|n| !new.cohorts.contains_key(*n)) {
+        changes.push(cohort_change(ChangeKind::CohortRemoved { cohort: name.clone() }));
+    }
+    for (key, flag) in &new.flags {
+        match old.flags.get(key) {
+            None => changes.push(Change {
+                flag: Some(key.clone()),
+                kind: ChangeKind::FlagAdded,
+                reversible: true,
+                warning: None,
+            }),
+            Some(before) => flag_changes(key, before, flag, &mut changes),
+        }
+    }
+    for key in old.flags.keys().filter(|k| !new.flags.contains_key(*k)) {
+        changes.push(Change {
+            flag: Some(key.clone()),
+            kind: ChangeKind::FlagRemoved,
+            reversible: false,
+            warning: Some(format!(
+                "flag {key:?} is removed: services still asking for it get \"unknown\" (off), \
+                 and its handles stop resolving"
+            )),
+        });
+    }
+    changes
+}
+
+fn members(cohort: &Cohort) -> BTreeSet<String> {
+    let lists =
+        [("tenants", &cohort.tenants), ("users", &cohort.users), ("regions", &cohort.regions)];
+    let mut out: BTreeSet<String> = lists
+        .iter()
+        .flat_map(|(field, list)| list.iter().flatten().map(move |v| format!("{field}:{v}")))
+        .collect();
+    for (attr, values) in cohort.attributes.iter().flatten() {
+        out.extend(values.iter().map(|v| format!("attributes.{attr}:{v}")));
+    }
+    out
+}
+
+fn flag_changes(key: &str, old: &Flag, new: &Flag, changes: &mut Vec<Change>) {
+    let mut push = |kind, reversible, warning: Option<String>| {
+        changes.push(Change { flag: Some(key.to_owned()), kind, reversible, warning });
+    };
+    if old.enabled != new.enabled {
+        push(ChangeKind::KillSwitch { enabled: new.enabled }, true, None);
+    }
+    let (old_salt, new_salt) = (old.salt_or(key), new.salt_or(key));
+    if old_salt != new_salt {
+        push(
+            ChangeKind::SaltChanged { from: old_salt.to_owned(), to: new_salt.to_owned() },
+            false,
+            Some(format!(
+                "the salt of {key:?} changes: every unit is bucketed anew, so percentages \
+                 expose different units; going back reshuffles them again"
+            )),
+        );
+    }
+    let by = |f: &Flag| f.bucket_by.clone().unwrap_or_else(|| "user".to_owned());
+    if by(old) != by(new) {
+        push(
+            ChangeKind::BucketByChanged { from: by(old), to: by(new) },
+            false,
+            Some(format!(
+                "{key:?} now buckets by {:?} instead of {:?}: every unit is bucketed anew",
+                by(new),
+                by(old)
+            )),
+        );
+    }
+    if old.exclude != new.exclude {
+        let (o, n): (BTreeSet<_>, BTreeSet<_>) =
+            (old.exclude.iter().collect(), new.exclude.iter().collect());
+        push(
+            ChangeKind::ExclusionsChanged {
+                added: n.difference(&o).map(|s| (*s).clone()).collect(),
+                removed: o.difference(&n).map(|s| (*s).clone()).collect(),
+            },
+            true,
+            None,
+        );
+    }
+    let names = |f: &Flag| f.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    if names(old) == names(new) {
+        for (before, after) in old.stages.iter().zip(&new.stages) {
+            if before.percent != after.percent {
+                push(
+                    ChangeKind::PercentChanged {
+                        stage: after.name.clone(),
+                        from: before.percent,
+                        to: after.percent,
+                    },
+                    true,
+                    None,
+                );
+            }
+            if before.cohorts != after.cohorts || before.start_at != after.start_at {
+                push(
+                    ChangeKind::StagesChanged {
+                        detail: format!("stage {:?}: cohorts or start_at changed", after.name),
+                    },
+                    true,
+                    None,
+                );
+            }
+        }
+    } else {
+        push(
+            ChangeKind::StagesChanged {
+                detail: format!(
+                    "stages [{}] -> [{}]",
+                    names(old).join(", "),
+                    names(new).join(", ")
+                ),
+            },
+            true,
+            None,
+        );
+    }
+    match (old.current_stage(), new.current_stage(), &old.stage, &new.stage) {
+        (Some(o), Some(n), Some(from), Some(to)) if from != to || o != n => {
+            let (from, to) = (from.clone(), to.clone());
+            if n > o {
+                push(ChangeKind::StageAdvanced { from, to }, true, None);
+            } else {
+                push(ChangeKind::StageRolledBack { from, to }, true, None);
+            }
+        }
+        _ => {}
+    }
+    if let Some(warning) = shrinking_plan(key, new) {
+        // Attach to the flag's last change, or report it on its own.
+        if let Some(last) = changes.last_mut().filter(|c| c.flag.as_deref() == Some(key)) {
+            last.reversible = false;
+            last.warning.get_or_insert(warning);
+        }
+    }
+    if old.variants != new.variants {
+        changes.push(Change {
+            flag: Some(key.to_owned()),
+            kind: ChangeKind::VariantsChanged,
+            reversible: true,
+            warning: None,
+        });
+    }
+}
+
+/// A bare percentage stage below an earlier bare percentage stage: stepping
+/// forward onto it exposes no one new, and the plan no longer says what it
+/// seems to say.
+fn shrinking_plan(key: &str, flag: &Flag) -> Option<String> {
+    let mut highest: Option<(f64, &str)> = None;
+    for stage in &flag.stages {
+        let bare = stage.cohorts.is_empty() && stage.start_at.is_none();
+        if let (true, Some(p)) = (bare, stage.percent) {
+            if let Some((h, name)) = highest
+                && p < h
+            {
+                return Some(format!(
+                    "{key:?}: stage {:?} ({p}%) is below the earlier stage {name:?} ({h}%)",
+                    stage.name
+                ));
+            }
+            if highest.is_none_or(|(h, _)| p > h) {
+                highest = Some((p, &stage.name));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(version: u64, flags: &str, cohorts: &str) -> Config {
+        Config::from_json(format!(
+            r#"{{"version":{version},"cohorts":{{{cohorts}}},"flags":{{{flags}}}}}"#
+        ))
+        .expect("valid")
+    }
+
+    const STAGES: &str = r#""stages":[{"name":"a","percent":5},{"name":"b","percent":50}]"#;
+
+    #[test]
+    fn identical_configs_have_no_changes() {
+        let c = config(1, &format!(r#""f":{{"enabled":true,{STAGES},"stage":"a"}}"#), "");
+        assert!(diff(&c, &c).is_empty());
+    }
+
+    #[test]
+    fn stage_moves_kill_switches_and_salts_are_named() {
+        let old = config(
+            1,
+            &format!(r#""f":{{"enabled":true,{STAGES},"stage":"b"}},"g":{{"enabled":true}}"#),
+            "",
+        );
+        let new = config(
+            2,
+            &format!(
+                r#""f":{{"enabled":false,"salt":"x",{STAGES},"stage":"a"}},"h":{{"enabled":true}}"#
+            ),
+            "",
+        );
+        let kinds: Vec<_> =
+            diff(&old, &new).into_iter().map(|c| (c.flag, c.kind, c.reversible)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (Some("f".into()), ChangeKind::KillSwitch { enabled: false }, true),
+                (
+                    Some("f".into()),
+                    ChangeKind::SaltChanged { from: "f".into(), to: "x".into() },
+                    false
+                ),
+                (
+                    Some("f".into()),
+                    ChangeKind::StageRolledBack { from: "b".into(), to: "a".into() },
+                    true
+                ),
+                (Some("h".into()), ChangeKind::FlagAdded, true),
+                (Some("g".into()), ChangeKind::FlagRemoved, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn cohort_membership_changes_list_values() {
+        let old = config(1, "", r#""beta":{"tenants":["t-1","t-2"]}"#);
+        let new = config(2, "", r#""beta":{"tenants":["t-2","t-3"]}"#);
+        assert_eq!(
+            diff(&old, &new)[0].kind,
+            ChangeKind::CohortChanged {
+                cohort: "beta".into(),
+                added: vec!["tenants:t-3".into()],
+                removed: vec!["tenants:t-1".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn lowering_a_percent_below_an_earlier_stage_is_flagged() {
+        let old = config(1, &format!(r#""f":{{"enabled":true,{STAGES},"stage":"a"}}"#), "");
+        let lowered = STAGES.replace(r#""percent":50"#, r#""percent":2"#);
+        let new = config(2, &format!(r#""f":{{"enabled":true,{lowered},"stage":"a"}}"#), "");
+        let changes = diff(&old, &new);
+        assert_eq!(changes.len(), 1);
+        assert!(!changes[0].reversible);
+        assert!(
+            changes[0].warning.as_deref().is_some_and(|w| w.contains("below the earlier stage"))
+        );
+    }
+}

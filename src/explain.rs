@@ -1,0 +1,200 @@
+//! Why a flag is on or off for a context, step by step: the evaluation
+//! itself, traced, for people and tools (the CLI's `explain`).
+
+use serde::Serialize;
+
+use crate::compile::{Compiled, Flag, NO_PERCENT, NO_START};
+use crate::context::Context;
+use crate::eval::{StageVerdict, Trace};
+
+/// The whole reasoning behind one decision: kill switch, exclusions, each
+/// stage in order with why it matched or not, the unit's bucket, the variant.
+///
+/// Built by running the same evaluation the hot path runs, with a recorder
+/// attached; it allocates, so it is for tools and debugging, not requests.
+///
+/// # Example
+///
+/// ```
+/// use flagstone::{Context, FlagStore, StageVerdict};
+///
+/// let store = FlagStore::from_json(r#"{ "version": 1,
+///     "cohorts": { "staff": { "tenants": ["acme-internal"] } },
+///     "flags": { "f": { "enabled": true, "bucket_by": "tenant",
+///         "stages": [ { "name": "internal", "cohorts": ["staff"] },
+///                     { "name": "canary", "percent": 5 },
+///                     { "name": "everyone", "percent": 100 } ],
+///         "stage": "canary" } } }"#)?;
+/// let why = store.snapshot().explain("f", &Context::new().tenant("acme-internal"));
+/// assert!(why.enabled);
+/// assert_eq!(why.stages[0].verdict, StageVerdict::Matched);
+/// assert_eq!(why.stages[1].verdict, StageVerdict::NotReached);
+/// assert_eq!(why.stages[2].verdict, StageVerdict::NotInEffect);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct Explanation {
+    /// The flag's key.
+    pub flag: String,
+    /// The version of the config that decided.
+    pub version: u64,
+    /// Whether the config has the flag at all.
+    pub known: bool,
+    /// The decision.
+    pub enabled: bool,
+    /// The variant, for an exposed context of a flag with variants.
+    pub variant: Option<String>,
+    /// The reason's label: a stage name, `unknown`, `off`, `excluded`, `on`
+    /// or `not-exposed`.
+    pub reason: String,
+    /// The reason in words.
+    pub summary: String,
+    /// Whether the kill switch is set (`"enabled": false`).
+    pub kill_switch: bool,
+    /// What percentages count (`tenant`, `user`, `region` or an attribute).
+    pub bucket_by: Option<String>,
+    /// The context's value for `bucket_by`.
+    pub unit: Option<String>,
+    /// The unit's bucket, `0..100_000`.
+    pub bucket: Option<u32>,
+    /// The excluding cohorts, in order; `matched` is `None` when not checked.
+    pub exclusions: Vec<CohortCheck>,
+    /// Every stage, in order, with its verdict.
+    pub stages: Vec<StageCheck>,
+}
+
+/// Whether a context is in a cohort.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CohortCheck {
+    /// The cohort's name.
+    pub cohort: String,
+    /// Whether the context is in it; `None` when evaluation did not get there.
+    pub matched: Option<bool>,
+}
+
+/// One stage of an explanation.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct StageCheck {
+    /// The stage's position in the flag's `stages`.
+    pub index: usize,
+    /// The stage's name.
+    pub name: String,
+    /// The stage's cohorts (everyone when empty) and whether the context is
+    /// in each; empty for stages not in effect.
+    pub cohorts: Vec<CohortCheck>,
+    /// The bucket threshold of the stage's percentage: in when `bucket <
+    /// threshold`.
+    pub threshold: Option<u32>,
+    /// The stage's `start_at`, as RFC 3339.
+    pub start_at: Option<String>,
+    /// What the check came to.
+    pub verdict: StageVerdict,
+}
+
+#[derive(Default)]
+struct Recorder {
+    exclusions: Vec<(&'static str, bool)>,
+    stages: Vec<(usize, StageVerdict)>,
+}
+
+impl Trace for Recorder {
+    fn exclusion(&mut self, cohort: &'static str, matched: bool) {
+        self.exclusions.push((cohort, matched));
+    }
+    fn stage(&mut self, index: usize, verdict: StageVerdict) {
+        self.stages.push((index, verdict));
+    }
+}
+
+impl Compiled {
+    pub(crate) fn explain(&self, key: &str, ctx: &Context<'_>) -> Explanation {
+        let mut why = Explanation {
+            flag: key.to_owned(),
+            version: self.version,
+            known: false,
+            enabled: false,
+            variant: None,
+            reason: String::new(),
+            summary: String::new(),
+            kill_switch: false,
+            bucket_by: None,
+            unit: None,
+            bucket: None,
+            exclusions: Vec::new(),
+            stages: Vec::new(),
+        };
+        let Some(flag) = self.by_name(key) else {
+            let ev = crate::Evaluation::UNKNOWN;
+            why.reason = ev.reason.label().to_owned();
+            why.summary = ev.reason.to_string();
+            return why;
+        };
+        let mut recorder = Recorder::default();
+        let reason = flag.decide_traced(ctx, &*self.clock, &mut recorder);
+        let ev = flag.evaluate(ctx, &*self.clock);
+        debug_assert_eq!(reason, ev.reason, "the trace took the evaluation's path");
+        why.known = true;
+        why.enabled = ev.enabled;
+        why.variant = ev.variant.map(str::to_owned);
+        why.reason = ev.reason.label().to_owned();
+        why.summary = ev.reason.to_string();
+        why.kill_switch = !flag.enabled;
+        why.bucket_by = Some(flag.unit.name().to_owned());
+        why.unit = flag.unit_of(ctx).map(str::to_owned);
+        why.bucket = flag.unit_bucket(ctx);
+        why.exclusions = flag
+            .exclude
+            .iter()
+            .map(|c| CohortCheck {
+                cohort: c.name.to_owned(),
+                matched: recorder.exclusions.iter().find(|(n, _)| *n == c.name).map(|(_, m)| *m),
+            })
+            .collect();
+        why.stages = stage_checks(flag, ctx, &recorder);
+        why
+    }
+}
+
+fn stage_checks(flag: &Flag, ctx: &Context<'_>, recorder: &Recorder) -> Vec<StageCheck> {
+    let in_effect = flag.stages.iter().flatten().enumerate().map(|(index, stage)| {
+        let verdict = recorder
+            .stages
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map_or(StageVerdict::NotReached, |(_, v)| *v);
+        let reached = verdict != StageVerdict::NotReached;
+        StageCheck {
+            index,
+            name: stage.name.to_owned(),
+            cohorts: stage
+                .cohorts
+                .iter()
+                .map(|c| CohortCheck {
+                    cohort: c.name.to_owned(),
+                    matched: reached.then(|| c.matches(ctx)),
+                })
+                .collect(),
+            threshold: (stage.threshold != NO_PERCENT).then_some(stage.threshold),
+            start_at: (stage.start_at != NO_START).then(|| rfc3339(stage.start_at)),
+            verdict,
+        }
+    });
+    let offset = flag.stages.as_ref().map_or(0, |s| s.len());
+    let later = flag.later.iter().enumerate().map(|(i, name)| StageCheck {
+        index: offset + i,
+        name: (*name).to_owned(),
+        cohorts: Vec::new(),
+        threshold: None,
+        start_at: None,
+        verdict: StageVerdict::NotInEffect,
+    });
+    in_effect.chain(later).collect()
+}
+
+fn rfc3339(millis: i64) -> String {
+    jiff::Timestamp::from_millisecond(millis)
+        .map_or_else(|_| format!("{millis} ms"), |t| t.to_string())
+}
