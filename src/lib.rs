@@ -44,9 +44,16 @@
 //! The format, the bucketing spec with its golden vectors, and the design
 //! are written down in `docs/` of the repository.
 //!
+//! Tools sit beside the hot path: [`Snapshot::explain`] shows a decision step
+//! by step, [`diff::diff`] lists what changes between two configs, and the
+//! `flagstone` command-line tool (feature `cli`) puts both, and more, in
+//! release managers' hands.
+//!
 //! # Crate features
 //!
-//! None yet: the library is the store, the config format and evaluation.
+//! - `cli` (off by default): the `flagstone` binary (`validate`, `explain`,
+//!   `diff`, `plan`, `bucket`), with `clap`, `anyhow` and `csv`. The library
+//!   itself never depends on them.
 //!
 //! # Minimum supported Rust version
 //!
@@ -61,13 +68,16 @@ mod clock;
 mod compile;
 pub mod config;
 mod context;
+pub mod diff;
 mod error;
 mod eval;
+mod explain;
 mod store;
 
 pub use bucket::{BUCKETS, bucket, variant_index};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{Context, INLINE_ATTRIBUTES};
 pub use error::{Error, Problem};
-pub use eval::{Evaluation, Reason};
+pub use eval::{Evaluation, Reason, StageVerdict};
+pub use explain::{CohortCheck, Explanation, StageCheck};
 pub use store::{FlagHandle, FlagStore, HISTORY, Snapshot};

@@ -2,6 +2,8 @@
 //! concern.
 
 mod alloc_free;
+#[cfg(feature = "cli")]
+mod cli;
 mod golden;
 mod props;
 mod semantics;

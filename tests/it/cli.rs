@@ -1,0 +1,276 @@
+//! The `flagstone` binary, run for real on fixture configs: output, JSON and
+//! exit codes.
+
+use std::process::{Command, Output};
+
+use flagstone::{Context, FlagStore};
+
+const EXAMPLE: &str = "tests/it/testdata/example.json";
+const NEXT: &str = "tests/it/testdata/next.json";
+const BAD: &str = "tests/it/testdata/bad.json";
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flagstone"))
+        .args(args)
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("utf-8")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).expect("utf-8")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+fn assert_clean(out: &Output) {
+    let all = stdout(out) + &stderr(out);
+    assert!(!all.contains("panicked"), "{all}");
+    assert!(!all.contains('\x1b'), "no color when stdout is not a terminal: {all:?}");
+}
+
+#[test]
+fn validate_summarises_good_files() {
+    let out = run(&["validate", EXAMPLE, NEXT]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("version 7, 2 flags, 6 cohorts; stages in effect: new-checkout@canary (3/5)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "version 8, 2 flags, 6 cohorts; stages in effect: new-checkout@eu-half (4/5)"
+        ),
+        "{text}"
+    );
+    assert_clean(&out);
+}
+
+#[test]
+fn validate_prints_every_problem_with_its_path_and_exits_1() {
+    let out = run(&["validate", BAD, EXAMPLE]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    for expected in [
+        "invalid tests/it/testdata/bad.json: 4 problem(s)",
+        "flags.x.stages[0].percent: 140 is not within 0..=100",
+        r#"flags.x.stages[1].name: duplicate stage name "a" (also stages[0])"#,
+        r#"flags.x.stages[1].cohorts[0]: unknown cohort "ghost""#,
+        r#"flags.x.stage: "b" names no stage (stages: a, a)"#,
+        "ok tests/it/testdata/example.json",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+    }
+    let report = json(&run(&["validate", "--json", BAD]));
+    assert_eq!(report[0]["valid"], false);
+    assert_eq!(report[0]["problems"].as_array().map(Vec::len), Some(4));
+    assert_eq!(report[0]["problems"][0]["path"], "flags.x.stages[0].percent");
+    assert_clean(&out);
+}
+
+#[test]
+fn explain_walks_every_step() {
+    let out = run(&[
+        "explain",
+        EXAMPLE,
+        "--flag",
+        "new-checkout",
+        "--tenant",
+        "t-104",
+        "--region",
+        "eu-west",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "decision     ON",
+        r#"exposed by stage "beta" (#1)"#,
+        r#"bucket_by    tenant = "t-104" -> bucket 45176 of 100000"#,
+        "regulated        not in the cohort",
+        "internal  staff (out), staff-users (out)",
+        "MATCHED",
+        "after the current stage",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+    }
+    assert_clean(&out);
+}
+
+#[test]
+fn explain_json_shows_schedules_by_time() {
+    // A tenant in the EU half but outside the 10% canary of next.json.
+    let tenant = (0..10_000)
+        .map(|i| format!("tenant-{i}"))
+        .find(|t| (10_000..50_000).contains(&flagstone::bucket("new-checkout", t)))
+        .expect("a tenant");
+    let at = |time: &str| {
+        json(&run(&[
+            "explain",
+            NEXT,
+            "--flag",
+            "new-checkout",
+            "--tenant",
+            &tenant,
+            "--region",
+            "eu-north",
+            "--at",
+            time,
+            "--json",
+        ]))
+    };
+    let before = at("2026-12-01T01:59:59Z");
+    assert_eq!(before["enabled"], false);
+    assert_eq!(before["stages"][3]["verdict"], "not-started");
+    assert_eq!(before["stages"][2]["verdict"], "outside-percent");
+    let after = at("2026-12-01T02:00:00Z");
+    assert_eq!(after["enabled"], true);
+    assert_eq!(after["reason"], "eu-half");
+    assert_eq!(after["stages"][3]["verdict"], "matched");
+    assert_eq!(after["stages"][4]["verdict"], "not-in-effect");
+}
+
+#[test]
+fn diff_lists_changes_estimates_and_exits_2() {
+    let out = run(&["diff", EXAMPLE, NEXT]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "changes (version 7 -> 8)",
+        "stage canary: percent 5% -> 10%",
+        "stage advanced canary -> eu-half",
+        "estimated from percentages and cohort sizes",
+        "~5.0% + 50% of eu (regions eu-west/eu-north)",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+    }
+    let same = run(&["diff", EXAMPLE, EXAMPLE]);
+    assert_eq!(same.status.code(), Some(0));
+    assert!(stdout(&same).contains("no changes in behaviour"));
+    assert_clean(&out);
+}
+
+#[test]
+fn diff_counts_a_population_exactly_as_the_library_does() {
+    let at = "2026-12-02T00:00:00Z";
+    for population in ["tests/it/testdata/population.csv", "tests/it/testdata/population.jsonl"] {
+        let out = run(&["diff", EXAMPLE, NEXT, "--population", population, "--at", at, "--json"]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let report = json(&out);
+        let flips = &report["blast_radius"]["new-checkout"];
+
+        // The same count, through the library.
+        let clock = || flagstone::ManualClock::from_rfc3339(at).expect("time");
+        let old = FlagStore::from_json(std::fs::read(EXAMPLE).expect("fixture"))
+            .expect("valid")
+            .with_clock(clock());
+        let new = FlagStore::from_json(std::fs::read(NEXT).expect("fixture"))
+            .expect("valid")
+            .with_clock(clock());
+        let text = std::fs::read_to_string(population).expect("fixture");
+        let mut off_to_on = 0;
+        for line in text.lines().skip(usize::from(population.ends_with(".csv"))) {
+            let (tenant, region) = if population.ends_with(".csv") {
+                let mut cells = line.split(',');
+                (cells.next().expect("tenant").to_owned(), cells.next().expect("region").to_owned())
+            } else {
+                let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+                (
+                    v["tenant"].as_str().expect("tenant").to_owned(),
+                    v["region"].as_str().expect("region").to_owned(),
+                )
+            };
+            let ctx = Context::new().tenant(&tenant).region(&region);
+            if !old.is_enabled("new-checkout", &ctx) && new.is_enabled("new-checkout", &ctx) {
+                off_to_on += 1;
+            }
+        }
+        assert!(off_to_on > 50, "the fixture exercises the change");
+        assert_eq!(flips["off_to_on"], off_to_on, "{population}");
+        assert_eq!(flips["on_to_off"], 0, "{population}");
+        assert!(
+            flips["by_region"]["us-east"][1].as_u64() < flips["by_region"]["eu-west"][1].as_u64()
+        );
+    }
+}
+
+#[test]
+fn diff_warns_loudly_about_a_salt_change_and_a_removed_flag() {
+    let dir = std::env::temp_dir().join(format!("flagstone-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let salted = dir.join("salted.json");
+    let text = std::fs::read_to_string(EXAMPLE).expect("fixture");
+    let changed = text
+        .replace(r#""salt": "new-checkout""#, r#""salt": "new-checkout-v2""#)
+        .replace(r#""dark-mode":    { "enabled": true },"#, "");
+    std::fs::write(&salted, changed).expect("write");
+    let out = run(&["diff", EXAMPLE, salted.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    assert!(text.contains(r#"salt "new-checkout" -> "new-checkout-v2""#), "{text}");
+    assert!(text.contains("flag removed"), "{text}");
+    assert!(text.contains("WARNING") && text.contains("bucketed anew"), "{text}");
+    assert!(text.contains("NO"), "marked not reversible: {text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn plan_shows_the_stages_in_order_with_the_current_one() {
+    let out = run(&["plan", EXAMPLE, "--flag", "new-checkout"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let canary = text.lines().find(|l| l.contains(" canary ")).expect("a canary row");
+    assert!(canary.contains("CURRENT") && canary.contains("+5% of tenants"), "{canary}");
+    assert!(text.contains("excluding regulated"), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("everyone") && l.contains("+95% of tenants")),
+        "{text}"
+    );
+    let plan = json(&run(&["plan", EXAMPLE, "--json"]));
+    assert_eq!(plan["new-checkout"]["stages"][2]["state"], "CURRENT");
+    assert_eq!(run(&["plan", EXAMPLE, "--flag", "nope"]).status.code(), Some(1));
+}
+
+#[test]
+fn bucket_prints_what_the_library_computes() {
+    let out = run(&["bucket", "--salt", "new-checkout", "t-104", "t-221"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("t-104  {}", flagstone::bucket("new-checkout", "t-104"))),
+        "{text}"
+    );
+    let rows = json(&run(&["bucket", "--json", "--salt", "s", "a", "b"]));
+    assert_eq!(rows[1]["bucket"], flagstone::bucket("s", "b"));
+}
+
+#[test]
+fn errors_are_one_clear_line_and_exit_1() {
+    let missing = run(&["explain", "tests/it/testdata/missing.json", "--flag", "x"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).starts_with("error: cannot read tests/it/testdata/missing.json"),
+        "{}",
+        stderr(&missing)
+    );
+    let bad = run(&["explain", BAD, "--flag", "x"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("flags.x.stages[0].percent: 140 is not within 0..=100"),
+        "{}",
+        stderr(&bad)
+    );
+    let usage = run(&["explain", EXAMPLE, "--flag", "x", "--attr", "no-equals"]);
+    assert_eq!(usage.status.code(), Some(1), "a usage error is not diff's 2");
+    let time = run(&["explain", EXAMPLE, "--flag", "x", "--at", "tomorrow"]);
+    assert_eq!(time.status.code(), Some(1));
+    for out in [missing, bad, usage, time] {
+        assert_clean(&out);
+    }
+}
