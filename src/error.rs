@@ -57,13 +57,13 @@ impl fmt::Display for Problem {
 ///     "invalid config: flags.x: missing field `enabled` at line 1 column 34",
 /// );
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{kind}")]
 pub struct Error {
     kind: Kind,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Kind {
     Invalid(Vec<Problem>),
     Stale { offered: u64, newest: u64 },

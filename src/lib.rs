@@ -72,6 +72,7 @@ pub mod diff;
 mod error;
 mod eval;
 mod explain;
+pub mod source;
 mod store;
 
 pub use bucket::{BUCKETS, bucket, variant_index};
@@ -80,4 +81,7 @@ pub use context::{Context, INLINE_ATTRIBUTES};
 pub use error::{Error, Problem};
 pub use eval::{Evaluation, Reason, StageVerdict};
 pub use explain::{CohortCheck, Explanation, StageCheck};
+pub use source::{
+    Origin, Refreshed, Serving, SourceError, UpdateError, UpdateEvent, Updater, UpdaterBuilder,
+};
 pub use store::{FlagHandle, FlagStore, HISTORY, Snapshot};

@@ -4,6 +4,9 @@
 mod alloc_free;
 #[cfg(feature = "cli")]
 mod cli;
+mod delivery;
+#[cfg(feature = "http")]
+mod delivery_http;
 mod golden;
 mod props;
 mod semantics;
