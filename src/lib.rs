@@ -44,6 +44,10 @@
 //! The format, the bucketing spec with its golden vectors, and the design
 //! are written down in `docs/` of the repository.
 //!
+//! Delivery plugs in beside the store: an [`Updater`] keeps it in sync with
+//! a file or a URL, with a last-known-good cache, a bootstrap document and
+//! signed documents (the [`source`] module).
+//!
 //! Tools sit beside the hot path: [`Snapshot::explain`] shows a decision step
 //! by step, [`diff::diff`] lists what changes between two configs, and the
 //! `flagstone` command-line tool (feature `cli`) puts both, and more, in
@@ -51,6 +55,12 @@
 //!
 //! # Crate features
 //!
+//! - `http` (off by default): [`Updater`] pulls configs over HTTP(S) with
+//!   `ureq` (conditional GETs, gzip, timeouts, a body limit).
+//! - `signing` (off by default): the updater accepts only documents with a
+//!   detached Ed25519 signature (`ed25519-dalek`).
+//! - `tracing` (off by default): update events go to `tracing` too. Never
+//!   per evaluation.
 //! - `cli` (off by default): the `flagstone` binary (`validate`, `explain`,
 //!   `diff`, `plan`, `bucket`), with `clap`, `anyhow` and `csv`. The library
 //!   itself never depends on them.
