@@ -720,6 +720,9 @@ impl Puller {
             let factor = 2u32.saturating_pow(self.failures.saturating_sub(1).min(20));
             self.interval.saturating_mul(factor).min(self.max_backoff)
         };
+        if self.jitter == 0.0 {
+            return base;
+        }
         let spread = 1.0 + self.jitter * (2.0 * self.random() - 1.0);
         base.mul_f64(spread.max(0.0))
     }
