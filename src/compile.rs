@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::bucket::{salt_seed, threshold, variant_seed};
 use crate::clock::{Clock, parse_rfc3339_millis};
 use crate::config::{self, Config};
+use crate::context::Context;
+use crate::eval::Evaluation;
 
 /// A stage without a percentage exposes all of its audience.
 pub(crate) const NO_PERCENT: u32 = u32::MAX;
@@ -226,6 +228,23 @@ impl Compiled {
     pub(crate) fn by_slot(&self, slot: u32) -> Option<&Flag> {
         let index = *self.by_slot.get(slot as usize)?;
         self.flags.get(index as usize)
+    }
+
+    /// Whether a looked-up flag is on for `ctx` in this snapshot; an absent
+    /// flag is off.
+    #[inline]
+    pub(crate) fn is_enabled(&self, flag: Option<&Flag>, ctx: &Context<'_>) -> bool {
+        flag.is_some_and(|f| f.is_enabled(ctx, &*self.clock))
+    }
+
+    /// Evaluates a looked-up flag for `ctx` in this snapshot; an absent flag
+    /// is unknown.
+    #[inline]
+    pub(crate) fn evaluate(&self, flag: Option<&Flag>, ctx: &Context<'_>) -> Evaluation<'static> {
+        match flag {
+            Some(f) => f.evaluate(ctx, &*self.clock),
+            None => Evaluation::UNKNOWN,
+        }
     }
 }
 

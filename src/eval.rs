@@ -65,6 +65,13 @@ pub enum Reason<'a> {
 }
 
 impl Reason<'_> {
+    /// Whether the reason turns the flag on: enabled for everyone, or
+    /// exposed by a stage.
+    #[inline]
+    pub(crate) fn exposes(&self) -> bool {
+        matches!(self, Reason::Enabled | Reason::Stage { .. })
+    }
+
     /// A short label: the stage's name, or `unknown`, `off`, `excluded`,
     /// `on` or `not-exposed`.
     pub fn label(&self) -> &str {
@@ -167,15 +174,13 @@ impl Flag {
             Shortcut::Below(threshold) => {
                 self.unit_of(ctx).is_some_and(|unit| bucket_seeded(self.seed, unit) < threshold)
             }
-            Shortcut::Walk => {
-                matches!(self.decide(ctx, clock), Reason::Enabled | Reason::Stage { .. })
-            }
+            Shortcut::Walk => self.decide(ctx, clock).exposes(),
         }
     }
 
     /// The unit's bucket (`bucket_by` value) for a context, if it has one.
     pub(crate) fn unit_bucket(&self, ctx: &Context<'_>) -> Option<u32> {
-        self.unit_of(ctx).map(|unit| bucket_seeded(self.seed, unit))
+        self.unit_of(ctx).map(|unit| self.bucket_of(unit))
     }
 
     /// The unit's bucket, out of line: inlined into the stage loop, xxh3's
@@ -188,8 +193,17 @@ impl Flag {
 
     #[inline]
     pub(crate) fn evaluate(&self, ctx: &Context<'_>, clock: &dyn Clock) -> Evaluation<'static> {
-        let reason = self.decide(ctx, clock);
-        let enabled = matches!(reason, Reason::Enabled | Reason::Stage { .. });
+        self.conclude(self.decide(ctx, clock), ctx)
+    }
+
+    /// The evaluation a decision comes to: exposed contexts get a variant.
+    #[inline]
+    pub(crate) fn conclude(
+        &self,
+        reason: Reason<'static>,
+        ctx: &Context<'_>,
+    ) -> Evaluation<'static> {
+        let enabled = reason.exposes();
         let variant = if enabled { self.variant_of(ctx) } else { None };
         Evaluation { enabled, variant, reason }
     }

@@ -133,9 +133,7 @@ impl Compiled {
             return why;
         };
         let mut recorder = Recorder::default();
-        let reason = flag.decide_traced(ctx, &*self.clock, &mut recorder);
-        let ev = flag.evaluate(ctx, &*self.clock);
-        debug_assert_eq!(reason, ev.reason, "the trace took the evaluation's path");
+        let ev = flag.conclude(flag.decide_traced(ctx, &*self.clock, &mut recorder), ctx);
         why.known = true;
         why.enabled = ev.enabled;
         why.variant = ev.variant.map(str::to_owned);

@@ -193,17 +193,14 @@ impl FlagStore {
     #[inline]
     pub fn is_enabled(&self, flag: &str, ctx: &Context<'_>) -> bool {
         let current = self.shared.current.load();
-        current.by_name(flag).is_some_and(|f| f.is_enabled(ctx, &*current.clock))
+        current.is_enabled(current.by_name(flag), ctx)
     }
 
     /// Whether `flag` is on for `ctx`, its variant, and why.
     #[inline]
     pub fn evaluate(&self, flag: &str, ctx: &Context<'_>) -> Evaluation<'_> {
         let current = self.shared.current.load();
-        match current.by_name(flag) {
-            Some(f) => f.evaluate(ctx, &*current.clock),
-            None => Evaluation::UNKNOWN,
-        }
+        current.evaluate(current.by_name(flag), ctx)
     }
 
     /// The variant of `flag` for `ctx`: `None` unless the context is exposed
@@ -297,16 +294,13 @@ impl Snapshot {
     /// Whether `flag` is on for `ctx`.
     #[inline]
     pub fn is_enabled(&self, flag: &str, ctx: &Context<'_>) -> bool {
-        self.compiled.by_name(flag).is_some_and(|f| f.is_enabled(ctx, &*self.compiled.clock))
+        self.compiled.is_enabled(self.compiled.by_name(flag), ctx)
     }
 
     /// Whether `flag` is on for `ctx`, its variant, and why.
     #[inline]
     pub fn evaluate(&self, flag: &str, ctx: &Context<'_>) -> Evaluation<'_> {
-        match self.compiled.by_name(flag) {
-            Some(f) => f.evaluate(ctx, &*self.compiled.clock),
-            None => Evaluation::UNKNOWN,
-        }
+        self.compiled.evaluate(self.compiled.by_name(flag), ctx)
     }
 
     /// The variant of `flag` for `ctx`.
@@ -374,17 +368,14 @@ impl FlagHandle {
     #[inline]
     pub fn is_enabled(&self, ctx: &Context<'_>) -> bool {
         let current = self.shared.current.load();
-        current.by_slot(self.slot).is_some_and(|f| f.is_enabled(ctx, &*current.clock))
+        current.is_enabled(current.by_slot(self.slot), ctx)
     }
 
     /// Whether the flag is on for `ctx`, its variant, and why.
     #[inline]
     pub fn evaluate(&self, ctx: &Context<'_>) -> Evaluation<'_> {
         let current = self.shared.current.load();
-        match current.by_slot(self.slot) {
-            Some(f) => f.evaluate(ctx, &*current.clock),
-            None => Evaluation::UNKNOWN,
-        }
+        current.evaluate(current.by_slot(self.slot), ctx)
     }
 
     /// The variant of the flag for `ctx`.
@@ -397,17 +388,15 @@ impl FlagHandle {
     /// one request, one config, no hashing.
     #[inline]
     pub fn is_enabled_in(&self, snapshot: &Snapshot, ctx: &Context<'_>) -> bool {
-        self.flag_in(&snapshot.compiled)
-            .is_some_and(|f| f.is_enabled(ctx, &*snapshot.compiled.clock))
+        let compiled = &snapshot.compiled;
+        compiled.is_enabled(self.flag_in(compiled), ctx)
     }
 
     /// Evaluates the flag for `ctx` in a given snapshot.
     #[inline]
     pub fn evaluate_in<'s>(&self, snapshot: &'s Snapshot, ctx: &Context<'_>) -> Evaluation<'s> {
-        match self.flag_in(&snapshot.compiled) {
-            Some(f) => f.evaluate(ctx, &*snapshot.compiled.clock),
-            None => Evaluation::UNKNOWN,
-        }
+        let compiled = &snapshot.compiled;
+        compiled.evaluate(self.flag_in(compiled), ctx)
     }
 
     #[inline]
