@@ -124,6 +124,14 @@ impl Error {
         matches!(self.kind, Kind::NoHistory)
     }
 
+    /// For a stale document, the version it offered.
+    pub(crate) fn stale_version(&self) -> Option<u64> {
+        match self.kind {
+            Kind::Stale { offered, .. } => Some(offered),
+            _ => None,
+        }
+    }
+
     /// Every problem of an invalid document; empty for other errors.
     pub fn problems(&self) -> &[Problem] {
         match &self.kind {

@@ -45,7 +45,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::config::Config;
 use crate::error::Error;
 use crate::store::FlagStore;
 
@@ -640,9 +639,7 @@ impl Puller {
                 self.write_cache(&document);
                 Ok(Refreshed::Applied(version))
             }
-            Err(error)
-                if error.is_stale() && same_version(&document.body, self.store.version()) =>
-            {
+            Err(error) if error.stale_version() == Some(self.store.version()) => {
                 // The serving version, in other bytes (re-serialized, or
                 // served from a cache before the source caught up).
                 self.source.commit();
@@ -748,10 +745,6 @@ fn seed() -> u64 {
         &[nanos.to_le_bytes(), u64::from(std::process::id()).to_le_bytes(), address.to_le_bytes()]
             .concat(),
     ) | 1
-}
-
-fn same_version(body: &[u8], version: u64) -> bool {
-    Config::from_json(body).is_ok_and(|c| c.version == version)
 }
 
 pub(crate) fn sig_path(path: &Path) -> PathBuf {

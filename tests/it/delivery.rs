@@ -135,6 +135,19 @@ fn a_half_written_file_is_refused_and_the_next_good_write_applied() {
 }
 
 #[test]
+fn the_serving_version_in_other_bytes_is_unchanged_not_stale() {
+    let dir = dir();
+    let path = dir.path().join("flags.json");
+    fs::write(&path, doc(1)).expect("write");
+    let (store, events) = (Arc::new(FlagStore::new()), Events::default());
+    let updater = updater(&store, &path, &events).start().expect("start");
+    fs::write(&path, format!("{}\n\n", doc(1))).expect("re-serialized");
+    assert_eq!(updater.refresh_now().expect("same version"), Refreshed::Unchanged);
+    assert_eq!(events.last(), "unchanged");
+    assert!(!events.contains("rejected"), "{:?}", events.all());
+}
+
+#[test]
 fn an_older_version_is_refused_as_stale() {
     let dir = dir();
     let path = dir.path().join("flags.json");
