@@ -174,10 +174,10 @@ fn clock(at: Option<&str>) -> anyhow::Result<Box<dyn Clock>> {
     })
 }
 
-fn store(path: &Path, at: Option<&str>) -> anyhow::Result<FlagStore> {
-    let config = load(path)?;
+/// A store serving an already loaded config, its clock at `at`.
+fn store(config: &Config, at: Option<&str>) -> anyhow::Result<FlagStore> {
     let store = FlagStore::new().with_clock(clock(at)?);
-    store.force_apply_json(serde_json::to_vec(&config)?)?;
+    store.apply_config(config)?;
     Ok(store)
 }
 
@@ -272,8 +272,8 @@ fn explain(
     as_json: bool,
     style: Style,
 ) -> anyhow::Result<ExitCode> {
-    let store = store(file, at)?;
     let config = load(file)?;
+    let store = store(&config, at)?;
     let why = store.snapshot().explain(flag, &unit.context());
     if as_json {
         print_json(&serde_json::to_value(&why)?)?;
@@ -495,8 +495,7 @@ fn diff(
     match population {
         Some(path) => {
             let units = population::load(path)?;
-            let (before, after) =
-                (store(old_path, at)?.snapshot(), store(new_path, at)?.snapshot());
+            let (before, after) = (store(&old, at)?.snapshot(), store(&new, at)?.snapshot());
             let mut cohorts: Vec<&String> = new.cohorts.keys().chain(old.cohorts.keys()).collect();
             cohorts.sort();
             cohorts.dedup();
