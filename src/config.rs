@@ -256,18 +256,11 @@ impl Flag {
             }
         }
 
-        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut stage_names = NameCheck::new(path, "stages", "stage");
         for (i, stage) in self.stages.iter().enumerate() {
             // Paths are built only for problems: a valid config allocates none.
             let at = |field: &str| format!("{path}.stages[{i}].{field}");
-            if stage.name.is_empty() {
-                problems.push(Problem::new(at("name"), "a stage name must not be empty"));
-            } else if let Some(first) = seen.insert(&stage.name, i) {
-                problems.push(Problem::new(
-                    at("name"),
-                    format!("duplicate stage name {:?} (also stages[{first}])", stage.name),
-                ));
-            }
+            stage_names.check(i, &stage.name, problems);
             for (j, cohort) in stage.cohorts.iter().enumerate() {
                 if !known(cohort) {
                     problems.push(unknown_cohort(at(&format!("cohorts[{j}]")), cohort));
@@ -301,22 +294,41 @@ impl Flag {
             _ => {}
         }
 
-        let mut names: HashMap<&str, usize> = HashMap::new();
-        let mut total = 0u64;
+        let mut variant_names = NameCheck::new(path, "variants", "variant");
         for (i, variant) in self.variants.iter().enumerate() {
-            let at = || format!("{path}.variants[{i}].name");
-            if variant.name.is_empty() {
-                problems.push(Problem::new(at(), "a variant name must not be empty"));
-            } else if let Some(first) = names.insert(&variant.name, i) {
-                problems.push(Problem::new(
-                    at(),
-                    format!("duplicate variant name {:?} (also variants[{first}])", variant.name),
-                ));
-            }
-            total += u64::from(variant.weight);
+            variant_names.check(i, &variant.name, problems);
         }
+        let total: u64 = self.variants.iter().map(|v| u64::from(v.weight)).sum();
         if !self.variants.is_empty() && total == 0 {
             problems.push(Problem::new(format!("{path}.variants"), "the weights add up to 0"));
+        }
+    }
+}
+
+/// Checks that the names of a list's items (`stages`, `variants`) are
+/// non-empty and unique, item by item, so problems keep document order.
+struct NameCheck<'a> {
+    path: &'a str,
+    list: &'static str,
+    what: &'static str,
+    seen: HashMap<&'a str, usize>,
+}
+
+impl<'a> NameCheck<'a> {
+    fn new(path: &'a str, list: &'static str, what: &'static str) -> Self {
+        Self { path, list, what, seen: HashMap::new() }
+    }
+
+    fn check(&mut self, i: usize, name: &'a str, problems: &mut Vec<Problem>) {
+        let (path, list, what) = (self.path, self.list, self.what);
+        let at = || format!("{path}.{list}[{i}].name");
+        if name.is_empty() {
+            problems.push(Problem::new(at(), format!("a {what} name must not be empty")));
+        } else if let Some(first) = self.seen.insert(name, i) {
+            problems.push(Problem::new(
+                at(),
+                format!("duplicate {what} name {name:?} (also {list}[{first}])"),
+            ));
         }
     }
 }
