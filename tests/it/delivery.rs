@@ -68,13 +68,28 @@ fn updater(store: &Arc<FlagStore>, path: &Path, events: &Events) -> flagstone::U
         .wait_for_first(Duration::from_secs(5))
 }
 
-#[test]
-fn file_edits_and_atomic_renames_are_applied() {
+/// A config file holding `doc(version)`, watched by a started updater that
+/// polls only when told to.
+struct Watched {
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    store: Arc<FlagStore>,
+    events: Events,
+    updater: Updater,
+}
+
+fn watched(version: u64) -> Watched {
     let dir = dir();
     let path = dir.path().join("flags.json");
-    fs::write(&path, doc(1)).expect("write");
+    fs::write(&path, doc(version)).expect("write");
     let (store, events) = (Arc::new(FlagStore::new()), Events::default());
     let updater = updater(&store, &path, &events).start().expect("start");
+    Watched { dir, path, store, events, updater }
+}
+
+#[test]
+fn file_edits_and_atomic_renames_are_applied() {
+    let Watched { dir: _dir, path, store, events, updater } = watched(1);
     assert_eq!(updater.serving(), Serving::Fresh);
     assert_eq!(store.version(), 1);
 
@@ -111,11 +126,7 @@ fn configmap_symlink_swaps_are_applied() {
 
 #[test]
 fn a_half_written_file_is_refused_and_the_next_good_write_applied() {
-    let dir = dir();
-    let path = dir.path().join("flags.json");
-    fs::write(&path, doc(1)).expect("write");
-    let (store, events) = (Arc::new(FlagStore::new()), Events::default());
-    let updater = updater(&store, &path, &events).start().expect("start");
+    let Watched { dir: _dir, path, store, events, updater } = watched(1);
     let full = doc(2);
     fs::write(&path, &full[..full.len() / 2]).expect("half a write");
     let err = updater.refresh_now().expect_err("half a document");
@@ -136,11 +147,7 @@ fn a_half_written_file_is_refused_and_the_next_good_write_applied() {
 
 #[test]
 fn the_serving_version_in_other_bytes_is_unchanged_not_stale() {
-    let dir = dir();
-    let path = dir.path().join("flags.json");
-    fs::write(&path, doc(1)).expect("write");
-    let (store, events) = (Arc::new(FlagStore::new()), Events::default());
-    let updater = updater(&store, &path, &events).start().expect("start");
+    let Watched { dir: _dir, path, events, updater, .. } = watched(1);
     fs::write(&path, format!("{}\n\n", doc(1))).expect("re-serialized");
     assert_eq!(updater.refresh_now().expect("same version"), Refreshed::Unchanged);
     assert_eq!(events.last(), "unchanged");
@@ -149,11 +156,7 @@ fn the_serving_version_in_other_bytes_is_unchanged_not_stale() {
 
 #[test]
 fn an_older_version_is_refused_as_stale() {
-    let dir = dir();
-    let path = dir.path().join("flags.json");
-    fs::write(&path, doc(5)).expect("write");
-    let (store, events) = (Arc::new(FlagStore::new()), Events::default());
-    let updater = updater(&store, &path, &events).start().expect("start");
+    let Watched { dir: _dir, path, store, updater, .. } = watched(5);
     fs::write(&path, doc(4)).expect("write");
     let err = updater.refresh_now().expect_err("stale");
     assert!(matches!(err, flagstone::UpdateError::Rejected(ref e) if e.is_stale()), "{err}");
@@ -164,19 +167,23 @@ fn an_older_version_is_refused_as_stale() {
 fn start_up_serves_the_cache_when_the_source_is_down_else_the_bootstrap() {
     let dir = dir();
     let (source, cache) = (dir.path().join("missing.json"), dir.path().join("cache.json"));
-    let bootstrap = doc(0);
+    // An instance starting up: a new store, the same files.
+    let boot = |wait: Duration| {
+        let (store, events) = (Arc::new(FlagStore::new()), Events::default());
+        let updater = Updater::builder(store.clone())
+            .file(&source)
+            .cache_file(&cache)
+            .bootstrap(doc(0))
+            .on_event(events.record())
+            .wait_for_first(wait)
+            .interval(Duration::from_secs(3600))
+            .start()
+            .expect("start");
+        (store, events, updater)
+    };
 
     // No cache, no source: the bootstrap.
-    let (store, events) = (Arc::new(FlagStore::new()), Events::default());
-    let updater = Updater::builder(store.clone())
-        .file(&source)
-        .cache_file(&cache)
-        .bootstrap(bootstrap.clone())
-        .on_event(events.record())
-        .wait_for_first(Duration::from_millis(200))
-        .interval(Duration::from_secs(3600))
-        .start()
-        .expect("start");
+    let (store, events, updater) = boot(Duration::from_millis(200));
     assert_eq!(updater.serving(), Serving::Bootstrap);
     assert_eq!(store.version(), 0);
     assert!(events.contains("applied config version 0 from Bootstrap"));
@@ -190,31 +197,14 @@ fn start_up_serves_the_cache_when_the_source_is_down_else_the_bootstrap() {
 
     // The source comes up: applied and cached.
     fs::write(&source, doc(3)).expect("write");
-    let store = Arc::new(FlagStore::new());
-    let updater = Updater::builder(store.clone())
-        .file(&source)
-        .cache_file(&cache)
-        .bootstrap(bootstrap.clone())
-        .wait_for_first(Duration::from_secs(5))
-        .interval(Duration::from_secs(3600))
-        .start()
-        .expect("start");
+    let (_, _, updater) = boot(Duration::from_secs(5));
     assert_eq!(updater.serving(), Serving::Fresh);
     assert_eq!(fs::read_to_string(&cache).expect("cache written"), doc(3));
     drop(updater);
 
     // The source is down again: the cache, not the bootstrap.
     fs::remove_file(&source).expect("remove");
-    let (store, events) = (Arc::new(FlagStore::new()), Events::default());
-    let updater = Updater::builder(store.clone())
-        .file(&source)
-        .cache_file(&cache)
-        .bootstrap(bootstrap)
-        .on_event(events.record())
-        .wait_for_first(Duration::from_millis(200))
-        .interval(Duration::from_secs(3600))
-        .start()
-        .expect("start");
+    let (store, events, updater) = boot(Duration::from_millis(200));
     assert_eq!(updater.serving(), Serving::Cache);
     assert_eq!(store.version(), 3);
     assert!(events.contains("applied config version 3 from Cache"));
