@@ -87,6 +87,8 @@ fn config(version: u64, enabled: bool, stage: &str) -> String {
 /// (or reason) and by region.
 struct Exposure {
     on: Vec<bool>,
+    /// How many tenants this step removed from the step before it.
+    removed: usize,
     by_reason: BTreeMap<String, usize>,
     by_region: BTreeMap<&'static str, usize>,
     treatment: usize,
@@ -97,6 +99,7 @@ fn exposure(store: &FlagStore, tenants: &[Tenant]) -> Exposure {
     let snap = store.snapshot();
     let mut e = Exposure {
         on: Vec::new(),
+        removed: 0,
         by_reason: BTreeMap::new(),
         by_region: BTreeMap::new(),
         treatment: 0,
@@ -121,11 +124,13 @@ fn report(
     store: &FlagStore,
     tenants: &[Tenant],
     before: &Exposure,
-    served: u64,
+    served: &AtomicU64,
 ) -> Exposure {
-    let now = exposure(store, tenants);
+    let served = served.load(Ordering::Relaxed);
+    let mut now = exposure(store, tenants);
     let added = now.on.iter().zip(&before.on).filter(|&(&n, &b)| n && !b).count();
     let removed = now.on.iter().zip(&before.on).filter(|&(&n, &b)| !n && b).count();
+    now.removed = removed;
     let total: usize = now.by_region.values().sum();
     let regions: Vec<String> = REGIONS
         .iter()
@@ -183,13 +188,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     push(false, "internal")?;
     pause();
-    before = report(
-        "1. shipped dark (kill switch on)",
-        &store,
-        &tenants,
-        &before,
-        served.load(Ordering::Relaxed),
-    );
+    before = report("1. shipped dark (kill switch on)", &store, &tenants, &before, &served);
 
     let mut advances = Vec::new();
     for stage in ["internal", "beta", "canary", "eu-half"] {
@@ -200,9 +199,9 @@ fn main() -> Result<(), Box<dyn Error>> {
             &store,
             &tenants,
             &before,
-            served.load(Ordering::Relaxed),
+            &served,
         );
-        advances.push((stage, before.on.iter().zip(&now.on).all(|(&b, &n)| !b || n)));
+        advances.push((stage, now.removed == 0));
         before = now;
     }
     println!(
@@ -211,32 +210,19 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
 
     clock.set(flagstone::ManualClock::from_rfc3339(EU_HALF_OPENS)?.now_millis_value());
-    let now = report(
-        "6. 02:00Z passes: eu-half opens",
-        &store,
-        &tenants,
-        &before,
-        served.load(Ordering::Relaxed),
-    );
-    advances.push(("eu-half (on time)", before.on.iter().zip(&now.on).all(|(&b, &n)| !b || n)));
+    let now = report("6. 02:00Z passes: eu-half opens", &store, &tenants, &before, &served);
+    advances.push(("eu-half (on time)", now.removed == 0));
     before = now;
 
     push(true, "everyone")?;
     pause();
-    let everyone =
-        report("7. stage everyone", &store, &tenants, &before, served.load(Ordering::Relaxed));
-    advances.push(("everyone", before.on.iter().zip(&everyone.on).all(|(&b, &n)| !b || n)));
+    let everyone = report("7. stage everyone", &store, &tenants, &before, &served);
+    advances.push(("everyone", everyone.removed == 0));
     let eu_half = before;
 
     store.rollback()?;
     pause();
-    let rolled = report(
-        "8. rollback: one step back",
-        &store,
-        &tenants,
-        &everyone,
-        served.load(Ordering::Relaxed),
-    );
+    let rolled = report("8. rollback: one step back", &store, &tenants, &everyone, &served);
     let exact = rolled.on == eu_half.on;
 
     let bad = store.apply_json(config(version.get() + 1, true, "evryone"));
@@ -249,7 +235,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     push(false, "everyone")?;
     pause();
-    report("10. kill switch pulled", &store, &tenants, &rolled, served.load(Ordering::Relaxed));
+    report("10. kill switch pulled", &store, &tenants, &rolled, &served);
 
     stop.store(true, Ordering::Relaxed);
     for w in workers {
