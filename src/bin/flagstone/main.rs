@@ -195,19 +195,20 @@ fn validate(files: &[PathBuf], as_json: bool, style: Style) -> anyhow::Result<Ex
         let outcome = read(file).map(Config::from_json);
         let report = match outcome {
             Ok(Ok(config)) => {
-                let in_effect: BTreeMap<&str, String> = config
+                // Each staged flag's current stage, its position and the stage count.
+                let current: Vec<(&str, &str, usize, usize)> = config
                     .flags
                     .iter()
                     .filter_map(|(k, f)| {
                         let i = f.current_stage()?;
-                        Some((
-                            k.as_str(),
-                            format!("{}@{} ({}/{})", k, f.stages[i].name, i + 1, f.stages.len()),
-                        ))
+                        Some((k.as_str(), f.stages.get(i)?.name.as_str(), i, f.stages.len()))
                     })
                     .collect();
                 if !as_json {
-                    let staged: Vec<&str> = in_effect.values().map(String::as_str).collect();
+                    let staged: Vec<String> = current
+                        .iter()
+                        .map(|(k, s, i, n)| format!("{k}@{s} ({}/{n})", i + 1))
+                        .collect();
                     println!(
                         "{} {}: version {}, {} flags, {} cohorts; stages in effect: {}",
                         style.good("ok"),
@@ -218,11 +219,8 @@ fn validate(files: &[PathBuf], as_json: bool, style: Style) -> anyhow::Result<Ex
                         if staged.is_empty() { "none".to_owned() } else { staged.join(", ") }
                     );
                 }
-                let stages: BTreeMap<&str, &str> = config
-                    .flags
-                    .iter()
-                    .filter_map(|(k, f)| f.stage.as_deref().map(|s| (k.as_str(), s)))
-                    .collect();
+                let stages: BTreeMap<&str, &str> =
+                    current.iter().map(|(k, s, ..)| (*k, *s)).collect();
                 json!({ "file": file, "valid": true, "version": config.version,
                         "flags": config.flags.len(), "cohorts": config.cohorts.len(), "stages": stages })
             }
