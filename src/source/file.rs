@@ -6,7 +6,7 @@
 //! content is recognized by its hash in the updater, not by mtime, which
 //! renames and symlink swaps do not reliably move.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{Document, Fetch, Source, SourceError, sig_path};
 
@@ -22,9 +22,16 @@ impl FileSource {
 
 impl Source for FileSource {
     fn fetch(&mut self) -> Result<Fetch, SourceError> {
-        let body = std::fs::read(&self.path)
-            .map_err(|e| SourceError::new(format!("{}: {e}", self.path.display())))?;
-        let signature = std::fs::read(sig_path(&self.path)).ok();
-        Ok(Fetch::Document(Document { body, signature }))
+        read_document(&self.path)
+            .map(Fetch::Document)
+            .map_err(|e| SourceError::new(format!("{}: {e}", self.path.display())))
     }
+}
+
+/// A document from a file, with its signature from the `.sig` sidecar if
+/// there is one: the source's format, and the cache file's.
+pub(crate) fn read_document(path: &Path) -> std::io::Result<Document> {
+    let body = std::fs::read(path)?;
+    let signature = std::fs::read(sig_path(path)).ok();
+    Ok(Document { body, signature })
 }

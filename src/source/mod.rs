@@ -417,14 +417,8 @@ impl UpdaterBuilder {
             if puller.load_cache() {
                 serving = Serving::Cache;
             } else if let Some(doc) = &self.bootstrap {
-                match puller.store.apply_json(doc) {
-                    Ok(version) => {
-                        puller.last_seen = Some(xxh3_64(doc));
-                        puller.emit(&UpdateEvent::Applied { version, origin: Origin::Bootstrap });
-                        serving = Serving::Bootstrap;
-                    }
-                    Err(e) => return Err(UpdateError::Bootstrap(e)),
-                }
+                puller.adopt(doc, Origin::Bootstrap).map_err(UpdateError::Bootstrap)?;
+                serving = Serving::Bootstrap;
             }
             *shared.serving_lock() = serving;
         }
@@ -668,25 +662,29 @@ impl Puller {
 
     /// Serves the cache file, if there is a valid one.
     fn load_cache(&mut self) -> bool {
-        let Some(path) = self.cache_file.clone() else { return false };
-        let Ok(body) = fs::read(&path) else { return false };
-        let signature = fs::read(sig_path(&path)).ok();
-        let document = Document { body, signature };
+        let Some(path) = &self.cache_file else { return false };
+        let Ok(document) = file::read_document(path) else { return false };
         if let Err(reason) = self.verify(&document) {
             self.emit(&UpdateEvent::SignatureRejected { origin: Origin::Cache, reason });
             return false;
         }
-        match self.store.apply_json(&document.body) {
-            Ok(version) => {
-                self.last_seen = Some(xxh3_64(&document.body));
-                self.emit(&UpdateEvent::Applied { version, origin: Origin::Cache });
-                true
-            }
+        match self.adopt(&document.body, Origin::Cache) {
+            Ok(_) => true,
             Err(error) => {
                 self.emit(&UpdateEvent::Rejected { origin: Origin::Cache, error });
                 false
             }
         }
+    }
+
+    /// Applies a start-up document (cache or bootstrap): on success the store
+    /// serves it, its bytes count as seen, and an `Applied` event says where
+    /// it came from.
+    fn adopt(&mut self, body: &[u8], origin: Origin) -> Result<u64, Error> {
+        let version = self.store.apply_json(body)?;
+        self.last_seen = Some(xxh3_64(body));
+        self.emit(&UpdateEvent::Applied { version, origin });
+        Ok(version)
     }
 
     /// Writes the applied document to the cache file: temp file, fsync,
