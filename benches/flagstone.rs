@@ -13,6 +13,10 @@
 //!   all three.
 //! - `contended`: two threads evaluating while a third applies a new config
 //!   every millisecond, against the same two readers without the writer.
+//! - `counting`: case (a) by key and by handle, and `evaluate`, with the
+//!   per-thread counters on (the default) and off (`without_metrics`); and
+//!   `record`. Then the same flag checked by 1 and by 2 threads at once
+//!   with counting on: the time per check per thread should barely move.
 //! - `apply`: parse + validate + compile + swap of 100, 1,000 and 10,000
 //!   flags, each with 5 stages and 3 cohorts, against Unleash's
 //!   `take_state` on equivalent documents.
@@ -28,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use flagstone::{Context, FlagStore};
+use flagstone::{Context, FlagStore, Outcome};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// A config with `n` flags: the four bench flags plus `n - 4` filler flags
@@ -240,6 +244,79 @@ fn hot_path(c: &mut Criterion) {
                 i = (i + 1) % users.len();
                 let snap = store.snapshot();
                 keys.iter().filter(|k| snap.is_enabled(black_box(k), &users[i])).count()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn counting(c: &mut Criterion) {
+    let mut group = c.benchmark_group("counting");
+    let users: Vec<Context<'_>> = USERS.iter().map(|u| Context::new().user(u)).collect();
+    for (label, store) in [
+        ("on", FlagStore::from_json(config(100)).expect("valid")),
+        ("off", FlagStore::from_json(config(100)).expect("valid").without_metrics()),
+    ] {
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("a_is_enabled_by_key", label), |b| {
+            b.iter(|| {
+                i = (i + 1) % users.len();
+                store.is_enabled(black_box("a-rollout"), &users[i])
+            })
+        });
+        let handle = store.handle("a-rollout");
+        group.bench_function(BenchmarkId::new("a_is_enabled_by_handle", label), |b| {
+            b.iter(|| {
+                i = (i + 1) % users.len();
+                handle.is_enabled(&users[i])
+            })
+        });
+        group.bench_function(BenchmarkId::new("a_evaluate", label), |b| {
+            b.iter(|| {
+                i = (i + 1) % users.len();
+                store.evaluate(black_box("a-rollout"), &users[i])
+            })
+        });
+        group.bench_function(BenchmarkId::new("a_record_latency", label), |b| {
+            b.iter(|| {
+                i = (i + 1) % users.len();
+                let latency = Duration::from_micros(100 + i as u64 * 37);
+                store.record(black_box("a-rollout"), &users[i], Outcome::Latency(latency))
+            })
+        });
+    }
+
+    // Per-thread time per check with 1 and with 2 threads on one flag: each
+    // thread runs `iters` checks; the wall time of the slowest is reported.
+    let store = FlagStore::from_json(config(100)).expect("valid");
+    for threads in [1, 2] {
+        group.bench_function(BenchmarkId::new("a_by_key_threads", threads), |b| {
+            b.iter_custom(|iters| {
+                let start = std::sync::Barrier::new(threads);
+                thread::scope(|s| {
+                    let workers: Vec<_> = (0..threads)
+                        .map(|t| {
+                            let (store, start) = (&store, &start);
+                            s.spawn(move || {
+                                let users: Vec<Context<'_>> =
+                                    USERS.iter().map(|u| Context::new().user(u)).collect();
+                                start.wait();
+                                let began = Instant::now();
+                                let mut i = t;
+                                for _ in 0..iters {
+                                    i = (i + 1) % users.len();
+                                    black_box(store.is_enabled(black_box("a-rollout"), &users[i]));
+                                }
+                                began.elapsed()
+                            })
+                        })
+                        .collect();
+                    workers
+                        .into_iter()
+                        .map(|w| w.join().unwrap_or_default())
+                        .max()
+                        .unwrap_or_default()
+                })
             })
         });
     }
@@ -477,5 +554,5 @@ fn contended(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, floor, hot_path, peers, contended, apply);
+criterion_group!(benches, floor, hot_path, counting, peers, contended, apply);
 criterion_main!(benches);

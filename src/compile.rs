@@ -11,9 +11,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::bucket::{salt_seed, threshold, variant_seed};
 use crate::clock::{Clock, parse_rfc3339_millis};
-use crate::config::{self, Config};
+use crate::config::{self, Config, GuardAction};
 use crate::context::Context;
-use crate::eval::Evaluation;
+use crate::eval::{Evaluation, Reason};
+use crate::observe::counters::{
+    ERRORS, Group, LATENCY_BUCKET_0, LATENCY_SUM, SUCCESSES, Series, SeriesKey, Tables,
+};
+use crate::observe::guard::GuardState;
+use crate::observe::{Outcome, latency_bucket};
 
 /// A stage without a percentage exposes all of its audience.
 pub(crate) const NO_PERCENT: u32 = u32::MAX;
@@ -21,6 +26,9 @@ pub(crate) const NO_PERCENT: u32 = u32::MAX;
 pub(crate) const NO_START: i64 = i64::MIN;
 /// A slot whose flag is absent from this snapshot.
 const NO_FLAG: u32 = u32::MAX;
+/// Marks a key map entry of a flag absent from this config (one the store
+/// knew before, or a handle's): the rest is its `unknown` counter.
+const ABSENT: u32 = 1 << 31;
 
 /// One config, compiled: what [`crate::FlagStore`] swaps in and requests read.
 #[derive(Clone, Debug)]
@@ -29,10 +37,18 @@ pub(crate) struct Compiled {
     /// Which store's slots `by_slot` is indexed by (handles check it).
     pub(crate) store_id: u64,
     pub(crate) flags: Box<[Flag]>,
+    /// Flag index, or [`ABSENT`] with the `unknown` counter of a key the
+    /// store knows but this config lacks.
     by_name: foldhash::HashMap<Box<str>, u32>,
+    /// The same, by slot.
     by_slot: Box<[u32]>,
     pub(crate) cohorts: foldhash::HashMap<&'static str, Arc<Cohort>>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Where evaluations and outcomes are counted; `None` when the store
+    /// does not count.
+    pub(crate) counters: Option<Arc<Tables>>,
+    /// The `unknown` counter of keys the store has never known.
+    unnamed: u32,
 }
 
 /// A flag in evaluation form.
@@ -53,7 +69,31 @@ pub(crate) struct Flag {
     pub(crate) variants: Box<[Variant]>,
     pub(crate) variant_seed: u64,
     pub(crate) total_weight: u64,
+    /// The flag's counters.
+    pub(crate) series: FlagSeries,
+    pub(crate) guard: Option<Arc<GuardState>>,
 }
+
+/// The counter cells of a flag, numbered by the store's [`Series`].
+///
+/// Evaluations: `off`, `excluded`, `not-exposed`, then for each exposure
+/// group (each stage, or the one group of a flag without stages) no variant
+/// followed by each variant. Outcomes: `not-exposed`, then each exposure
+/// group.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FlagSeries {
+    evaluations: Box<[u32]>,
+    pub(crate) outcomes: Box<[u32]>,
+    /// `not-exposed`, and the first exposure group without a variant: the
+    /// cells `is_enabled` counts in when a shortcut decides.
+    pub(crate) not_exposed: u32,
+    pub(crate) first_exposed: u32,
+}
+
+const CELL_OFF: usize = 0;
+const CELL_EXCLUDED: usize = 1;
+const CELL_NOT_EXPOSED: usize = 2;
+const CELL_EXPOSED: usize = 3;
 
 /// The answer of `is_enabled` for the shapes most flags have, decided when
 /// the config is compiled; `Walk` takes the general path.
@@ -169,6 +209,8 @@ impl Compiled {
             by_slot: Box::new([]),
             cohorts: foldhash::HashMap::default(),
             clock,
+            counters: None,
+            unnamed: NO_FLAG,
         }
     }
 
@@ -178,6 +220,7 @@ impl Compiled {
     pub(crate) fn new(
         config: &Config,
         slots: &mut Slots,
+        mut series: Option<&mut Series>,
         store_id: u64,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -197,7 +240,7 @@ impl Compiled {
             let index = u32::try_from(flags.len()).unwrap_or(NO_FLAG);
             by_name.insert(key.as_str().into(), index);
             slot_of.push(slots.slot(key));
-            flags.push(Flag::new(key, flag, &cohorts));
+            flags.push(Flag::new(key, flag, &cohorts, series.as_deref_mut()));
         }
         let slot_count = slots.by_name.len();
         let mut by_slot = vec![NO_FLAG; slot_count].into_boxed_slice();
@@ -206,6 +249,23 @@ impl Compiled {
                 *entry = u32::try_from(index).unwrap_or(NO_FLAG);
             }
         }
+        // Keys the store knows (earlier configs, handles) but this config
+        // lacks are still found, so their `unknown` evaluations are counted
+        // under their own key.
+        let mut unknown = |flag| {
+            let key = SeriesKey::Evaluations { flag, group: Group::Unknown, variant: None };
+            series.as_deref_mut().map_or(NO_FLAG, |s| s.id(key))
+        };
+        for (name, &slot) in &slots.by_name {
+            if let Some(entry) = by_slot.get_mut(slot as usize)
+                && *entry == NO_FLAG
+            {
+                let id = unknown(intern(name));
+                *entry = ABSENT | id;
+                by_name.insert(name.clone(), ABSENT | id);
+            }
+        }
+        let unnamed = unknown("");
         let cohorts = cohorts.0.into_values().map(|c| (c.name, c)).collect();
         Self {
             version: config.version,
@@ -215,41 +275,151 @@ impl Compiled {
             by_slot,
             cohorts,
             clock,
+            counters: None,
+            unnamed,
+        }
+    }
+
+    /// Takes the first sample of every guard; called when the config is
+    /// installed.
+    pub(crate) fn start_guards(&self) {
+        let Some(counters) = &self.counters else { return };
+        let now = self.clock.now_millis();
+        for flag in self.flags.iter() {
+            if let Some(guard) = &flag.guard {
+                guard.start(flag, &counters.outcomes, now);
+            }
+        }
+    }
+
+    /// The flag by key, or the `unknown` counter to count a miss in.
+    #[inline]
+    pub(crate) fn lookup(&self, key: &str) -> Result<&Flag, u32> {
+        match self.by_name.get(key) {
+            Some(&index) => self.flags.get(index as usize).ok_or(index & !ABSENT),
+            None => Err(self.unnamed),
+        }
+    }
+
+    /// The flag by slot, or the `unknown` counter to count a miss in.
+    #[inline]
+    pub(crate) fn lookup_slot(&self, slot: u32) -> Result<&Flag, u32> {
+        match self.by_slot.get(slot as usize) {
+            Some(&index) => self.flags.get(index as usize).ok_or(index & !ABSENT),
+            None => Err(self.unnamed),
         }
     }
 
     #[inline]
     pub(crate) fn by_name(&self, key: &str) -> Option<&Flag> {
-        let index = *self.by_name.get(key)?;
-        self.flags.get(index as usize)
+        self.lookup(key).ok()
     }
 
+    /// Whether a looked-up flag is on for `ctx` in this snapshot (an absent
+    /// flag is off), counted.
     #[inline]
-    pub(crate) fn by_slot(&self, slot: u32) -> Option<&Flag> {
-        let index = *self.by_slot.get(slot as usize)?;
-        self.flags.get(index as usize)
-    }
-
-    /// Whether a looked-up flag is on for `ctx` in this snapshot; an absent
-    /// flag is off.
-    #[inline]
-    pub(crate) fn is_enabled(&self, flag: Option<&Flag>, ctx: &Context<'_>) -> bool {
-        flag.is_some_and(|f| f.is_enabled(ctx, &*self.clock))
-    }
-
-    /// Evaluates a looked-up flag for `ctx` in this snapshot; an absent flag
-    /// is unknown.
-    #[inline]
-    pub(crate) fn evaluate(&self, flag: Option<&Flag>, ctx: &Context<'_>) -> Evaluation<'static> {
-        match flag {
-            Some(f) => f.evaluate(ctx, &*self.clock),
-            None => Evaluation::UNKNOWN,
+    pub(crate) fn is_enabled(&self, found: Result<&Flag, u32>, ctx: &Context<'_>) -> bool {
+        let Some(counters) = &self.counters else {
+            return found.is_ok_and(|f| f.is_enabled(ctx, &*self.clock));
+        };
+        match found {
+            Ok(flag) => {
+                let (on, cell) = flag.is_enabled_counted(ctx, &*self.clock);
+                counters.evaluations.add(cell, 1);
+                on
+            }
+            Err(unknown) => {
+                counters.evaluations.add(unknown, 1);
+                false
+            }
         }
+    }
+
+    /// Evaluates a looked-up flag for `ctx` in this snapshot (an absent flag
+    /// is unknown), counted.
+    #[inline]
+    pub(crate) fn evaluate(
+        &self,
+        found: Result<&Flag, u32>,
+        ctx: &Context<'_>,
+    ) -> Evaluation<'static> {
+        match found {
+            Ok(flag) => {
+                let reason = flag.decide(ctx, &*self.clock);
+                let variant = if reason.exposes() { flag.variant_at(ctx) } else { None };
+                if let Some(counters) = &self.counters {
+                    counters.evaluations.add(flag.evaluation_cell(reason, variant), 1);
+                }
+                let name = variant.and_then(|v| flag.variants.get(v)).map(|v| v.name);
+                Evaluation { enabled: reason.exposes(), variant: name, reason }
+            }
+            Err(unknown) => {
+                if let Some(counters) = &self.counters {
+                    counters.evaluations.add(unknown, 1);
+                }
+                Evaluation::UNKNOWN
+            }
+        }
+    }
+
+    /// Counts an outcome in the group `ctx` falls in for `flag`.
+    #[inline]
+    pub(crate) fn record(&self, flag: &Flag, ctx: &Context<'_>, outcome: Outcome) {
+        let Some(counters) = &self.counters else { return };
+        let counters = &counters.outcomes;
+        let group = match flag.decide(ctx, &*self.clock) {
+            Reason::Stage { index, .. } => 1 + index,
+            Reason::Enabled => 1,
+            _ => 0,
+        };
+        let Some(&block) = flag.series.outcomes.get(group) else { return };
+        match outcome {
+            Outcome::Success => counters.add(block + SUCCESSES, 1),
+            Outcome::Error => counters.add(block + ERRORS, 1),
+            Outcome::Latency(latency) => {
+                let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+                counters.add(block + LATENCY_SUM, nanos);
+                counters.add(block + LATENCY_BUCKET_0 + latency_bucket(latency) as u32, 1);
+            }
+        }
+    }
+
+    /// A guard's local decision: the flag steps back from stage `stage` (to
+    /// the one before it), or turns off. Returns the flag's stage in effect
+    /// afterwards, `None` when it is off; `None` overall when the flag has
+    /// no such stage.
+    #[cold]
+    pub(crate) fn step_back(
+        &mut self,
+        key: &str,
+        stage: usize,
+        action: GuardAction,
+    ) -> Option<Option<&'static str>> {
+        let index = *self.by_name.get(key)?;
+        let flag = self.flags.get_mut(index as usize)?;
+        let stages = flag.stages.as_deref()?;
+        if action == GuardAction::Disable || stage == 0 {
+            flag.enabled = false;
+            flag.shortcut = Shortcut::Off;
+            return Some(None);
+        }
+        let kept: Box<[Stage]> = stages.get(..stage)?.into();
+        let dropped = stages.get(stage..)?.iter().map(|s| s.name);
+        flag.later = dropped.chain(flag.later.iter().copied()).collect();
+        let now_serving = kept.last().map(|s| s.name);
+        flag.shortcut = Shortcut::new(flag.enabled, flag.exclude.is_empty(), Some(&kept));
+        flag.stages = Some(kept);
+        Some(now_serving)
     }
 }
 
 impl Flag {
-    fn new(key: &str, flag: &config::Flag, cohorts: &CohortTable<'_>) -> Self {
+    fn new(
+        key: &str,
+        flag: &config::Flag,
+        cohorts: &CohortTable<'_>,
+        series: Option<&mut Series>,
+    ) -> Self {
         let salt = flag.salt_or(key);
         let unit = match flag.bucket_by.as_deref() {
             None | Some("user") => Unit::User,
@@ -281,7 +451,7 @@ impl Flag {
             None => Box::default(),
         };
         let mut total_weight = 0u64;
-        let variants = flag
+        let variants: Box<[Variant]> = flag
             .variants
             .iter()
             .map(|v| {
@@ -291,8 +461,12 @@ impl Flag {
             .collect();
         let exclude = cohorts.resolve(&flag.exclude);
         let shortcut = Shortcut::new(flag.enabled, exclude.is_empty(), stages.as_deref());
+        let key = intern(key);
+        let series = series
+            .map(|series| FlagSeries::new(key, stages.as_deref(), &variants, series))
+            .unwrap_or_default();
         Self {
-            key: intern(key),
+            key,
             shortcut,
             enabled: flag.enabled,
             unit,
@@ -303,12 +477,60 @@ impl Flag {
             variants,
             variant_seed: variant_seed(salt),
             total_weight,
+            series,
+            guard: flag.guard.as_ref().map(|g| Arc::new(GuardState::new(g))),
         }
+    }
+
+    /// The evaluation counter for a decision and the variant handed out.
+    #[inline]
+    pub(crate) fn evaluation_cell(&self, reason: Reason<'_>, variant: Option<usize>) -> u32 {
+        let cell = match reason {
+            Reason::KillSwitch => CELL_OFF,
+            Reason::Excluded { .. } => CELL_EXCLUDED,
+            Reason::Stage { index, .. } => {
+                CELL_EXPOSED + index * (self.variants.len() + 1) + variant.map_or(0, |v| v + 1)
+            }
+            Reason::Enabled => CELL_EXPOSED + variant.map_or(0, |v| v + 1),
+            _ => CELL_NOT_EXPOSED,
+        };
+        self.series.evaluations.get(cell).copied().unwrap_or(NO_FLAG)
+    }
+}
+
+impl FlagSeries {
+    fn new(
+        flag: &'static str,
+        stages: Option<&[Stage]>,
+        variants: &[Variant],
+        series: &mut Series,
+    ) -> Self {
+        let groups: Vec<Group> = match stages {
+            None => vec![Group::Exposed("on")],
+            Some(stages) => stages.iter().map(|s| Group::Exposed(s.name)).collect(),
+        };
+        let mut eval = |group, variant| series.id(SeriesKey::Evaluations { flag, group, variant });
+        let mut evaluations = vec![
+            eval(Group::Off, None),
+            eval(Group::Excluded, None),
+            eval(Group::NotExposed, None),
+        ];
+        for &group in &groups {
+            evaluations.push(eval(group, None));
+            evaluations.extend(variants.iter().map(|v| eval(group, Some(v.name))));
+        }
+        let outcomes = std::iter::once(Group::NotExposed)
+            .chain(groups)
+            .map(|group| series.id(SeriesKey::Outcomes { flag, group }))
+            .collect();
+        let cell = |i: usize| evaluations.get(i).copied().unwrap_or(NO_FLAG);
+        let (not_exposed, first_exposed) = (cell(CELL_NOT_EXPOSED), cell(CELL_EXPOSED));
+        Self { evaluations: evaluations.into(), outcomes, not_exposed, first_exposed }
     }
 }
 
 impl Shortcut {
-    fn new(enabled: bool, no_exclusions: bool, stages: Option<&[Stage]>) -> Self {
+    pub(crate) fn new(enabled: bool, no_exclusions: bool, stages: Option<&[Stage]>) -> Self {
         if !enabled {
             return Shortcut::Off;
         }

@@ -95,6 +95,58 @@ pub struct Flag {
     /// Variants handed to exposed contexts, by weight; order matters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<Variant>,
+    /// Rolls the newest stage back on this instance when its error rate
+    /// runs away from the not-exposed group's (see [`Guard`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guard>,
+}
+
+/// A per-instance safety net for a staged flag: when the newest stage in
+/// effect has `max_error_ratio` times the error rate of the contexts no stage
+/// exposes, with at least `min_samples` outcomes in both groups over the last
+/// `window_secs`, the store takes `action` locally and reports it.
+///
+/// Outcomes come from [`FlagStore::record`](crate::FlagStore::record).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Guard {
+    /// How many times the not-exposed group's error rate the newest stage
+    /// may reach before the guard trips; greater than 0.
+    pub max_error_ratio: f64,
+    /// The fewest outcomes (successes and errors) each group needs within
+    /// the window before the rates are compared at all.
+    #[serde(default = "Guard::default_min_samples")]
+    pub min_samples: u64,
+    /// The length of the sliding window, in seconds.
+    #[serde(default = "Guard::default_window_secs")]
+    pub window_secs: u64,
+    /// What the store does when the guard trips.
+    #[serde(default)]
+    pub action: GuardAction,
+}
+
+/// What a tripped [`Guard`] does on the instance that saw it trip.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GuardAction {
+    /// Step the flag back one stage (off, when the newest stage in effect
+    /// is the first).
+    #[default]
+    RollbackStage,
+    /// Turn the flag off, as the kill switch would.
+    Disable,
+}
+
+impl Guard {
+    fn default_min_samples() -> u64 {
+        100
+    }
+
+    fn default_window_secs() -> u64 {
+        60
+    }
 }
 
 /// One step of a staged rollout.
@@ -261,6 +313,15 @@ impl Flag {
             // Paths are built only for problems: a valid config allocates none.
             let at = |field: &str| format!("{path}.stages[{i}].{field}");
             stage_names.check(i, &stage.name, problems);
+            if RESERVED_STAGE_NAMES.contains(&stage.name.as_str()) {
+                problems.push(Problem::new(
+                    at("name"),
+                    format!(
+                        "{:?} is reserved: metrics label contexts no stage exposes with it",
+                        stage.name
+                    ),
+                ));
+            }
             for (j, cohort) in stage.cohorts.iter().enumerate() {
                 if !known(cohort) {
                     problems.push(unknown_cohort(at(&format!("cohorts[{j}]")), cohort));
@@ -302,8 +363,39 @@ impl Flag {
         if !self.variants.is_empty() && total == 0 {
             problems.push(Problem::new(format!("{path}.variants"), "the weights add up to 0"));
         }
+        if let Some(guard) = &self.guard {
+            guard.validate(&format!("{path}.guard"), !self.stages.is_empty(), problems);
+        }
     }
 }
+
+impl Guard {
+    fn validate(&self, path: &str, staged: bool, problems: &mut Vec<Problem>) {
+        if !staged {
+            problems.push(Problem::new(
+                path,
+                "a guard compares a stage with the contexts no stage exposes; the flag has no stages",
+            ));
+        }
+        if !(self.max_error_ratio.is_finite() && self.max_error_ratio > 0.0) {
+            problems.push(Problem::new(
+                format!("{path}.max_error_ratio"),
+                format!("{} is not a number greater than 0", self.max_error_ratio),
+            ));
+        }
+        if self.min_samples == 0 {
+            problems.push(Problem::new(format!("{path}.min_samples"), "must be at least 1"));
+        }
+        if self.window_secs == 0 {
+            problems.push(Problem::new(format!("{path}.window_secs"), "must be at least 1"));
+        }
+    }
+}
+
+/// The labels metrics give to contexts that no stage exposes; a stage may
+/// not take one, or its series would mix with theirs.
+pub(crate) const RESERVED_STAGE_NAMES: [&str; 5] =
+    ["on", "off", "excluded", "unknown", "not-exposed"];
 
 /// Checks that the names of a list's items (`stages`, `variants`) are
 /// non-empty and unique, item by item, so problems keep document order.

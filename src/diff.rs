@@ -125,6 +125,52 @@ pub enum ChangeKind {
     },
 }
 
+impl std::fmt::Display for ChangeKind {
+    /// A line for an audit log: `stage advanced canary -> all`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeKind::FlagAdded => f.write_str("flag added"),
+            ChangeKind::FlagRemoved => f.write_str("flag removed"),
+            ChangeKind::KillSwitch { enabled: true } => {
+                f.write_str("kill switch released (enabled: true)")
+            }
+            ChangeKind::KillSwitch { enabled: false } => {
+                f.write_str("kill switch set (enabled: false)")
+            }
+            ChangeKind::StageAdvanced { from, to } => write!(f, "stage advanced {from} -> {to}"),
+            ChangeKind::StageRolledBack { from, to } => {
+                write!(f, "stage rolled back {from} -> {to}")
+            }
+            ChangeKind::PercentChanged { stage, from, to } => {
+                let p = |p: &Option<f64>| p.map_or("none".to_owned(), |p| format!("{p}%"));
+                write!(f, "stage {stage}: percent {} -> {}", p(from), p(to))
+            }
+            ChangeKind::StagesChanged { detail } => f.write_str(detail),
+            ChangeKind::SaltChanged { from, to } => write!(f, "salt {from:?} -> {to:?}"),
+            ChangeKind::BucketByChanged { from, to } => write!(f, "bucket_by {from} -> {to}"),
+            ChangeKind::ExclusionsChanged { added, removed } => {
+                write!(f, "exclusions +[{}] -[{}]", added.join(", "), removed.join(", "))
+            }
+            ChangeKind::VariantsChanged => f.write_str("variants changed"),
+            ChangeKind::CohortAdded { cohort } => write!(f, "cohort {cohort} added"),
+            ChangeKind::CohortRemoved { cohort } => write!(f, "cohort {cohort} removed"),
+            ChangeKind::CohortChanged { cohort, added, removed } => {
+                write!(f, "cohort {cohort}: +[{}] -[{}]", added.join(", "), removed.join(", "))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Change {
+    /// `flag: what changed`, or what changed for a cohort.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.flag {
+            Some(flag) => write!(f, "{flag}: {}", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
 /// Every change from `old` to `new`: cohorts first, then flags by key.
 pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
     let mut changes = Vec::new();

@@ -191,9 +191,25 @@ impl Flag {
         bucket_seeded(self.seed, unit)
     }
 
+    /// [`Flag::is_enabled`] for a check that is counted, with the cell to
+    /// count it in: a shortcut that also says which group decided is
+    /// taken, anything else walks.
     #[inline]
-    pub(crate) fn evaluate(&self, ctx: &Context<'_>, clock: &dyn Clock) -> Evaluation<'static> {
-        self.conclude(self.decide(ctx, clock), ctx)
+    pub(crate) fn is_enabled_counted(&self, ctx: &Context<'_>, clock: &dyn Clock) -> (bool, u32) {
+        match (self.shortcut, self.stages.as_deref()) {
+            // One bare percentage stage (the common shape of a rollout).
+            (Shortcut::Below(threshold), Some([_])) => {
+                let on = self
+                    .unit_of(ctx)
+                    .is_some_and(|unit| bucket_seeded(self.seed, unit) < threshold);
+                (on, if on { self.series.first_exposed } else { self.series.not_exposed })
+            }
+            (Shortcut::On, None) => (true, self.series.first_exposed),
+            _ => {
+                let reason = self.decide(ctx, clock);
+                (reason.exposes(), self.evaluation_cell(reason, None))
+            }
+        }
     }
 
     /// The evaluation a decision comes to: exposed contexts get a variant.
@@ -211,15 +227,22 @@ impl Flag {
     /// The variant of an exposed context.
     #[inline]
     fn variant_of(&self, ctx: &Context<'_>) -> Option<&'static str> {
-        let first = self.variants.first()?;
+        self.variant_at(ctx).and_then(|i| self.variants.get(i)).map(|v| v.name)
+    }
+
+    /// The position of the variant of an exposed context.
+    #[inline]
+    pub(crate) fn variant_at(&self, ctx: &Context<'_>) -> Option<usize> {
+        if self.variants.is_empty() {
+            return None;
+        }
         let Some(unit) = self.unit_of(ctx) else {
-            return Some(first.name);
+            return Some(0);
         };
         let x = variant_point(self.variant_seed, unit, self.total_weight);
         // x < total_weight = the last cumulative weight, so a variant is found;
         // the fallback only keeps this free of panics.
-        let picked = self.variants.iter().find(|v| v.cumulative > x);
-        Some(picked.map_or(first.name, |v| v.name))
+        Some(self.variants.iter().position(|v| v.cumulative > x).unwrap_or(0))
     }
 
     #[inline]

@@ -82,6 +82,7 @@ pub mod diff;
 mod error;
 mod eval;
 mod explain;
+pub mod observe;
 pub mod source;
 mod store;
 
@@ -91,6 +92,7 @@ pub use context::{Context, INLINE_ATTRIBUTES};
 pub use error::{Error, Problem};
 pub use eval::{Evaluation, Reason, StageVerdict};
 pub use explain::{CohortCheck, Explanation, StageCheck};
+pub use observe::{Metrics, Outcome, StoreEvent};
 pub use source::{
     Origin, Refreshed, Serving, SourceError, UpdateError, UpdateEvent, Updater, UpdaterBuilder,
 };

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use arc_swap::ArcSwap;
 
@@ -19,6 +19,10 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::eval::Evaluation;
 use crate::explain::Explanation;
+use crate::observe::guard::GuardState;
+use crate::observe::{
+    ChangeCause, ConfigChange, GuardTrip, Listener, Metrics, Observe, Outcome, StoreEvent, emit,
+};
 
 /// How many applied configs a store keeps, the serving one included.
 pub const HISTORY: usize = 16;
@@ -56,17 +60,26 @@ struct Shared {
     id: u64,
     current: ArcSwap<Compiled>,
     writer: Mutex<Writer>,
+    listeners: Mutex<Vec<Listener>>,
 }
 
 struct Writer {
     slots: Slots,
     /// Applied snapshots, oldest first; the back one is serving.
-    history: VecDeque<Arc<Compiled>>,
+    history: VecDeque<Applied>,
     /// The newest version ever applied: a rollback does not lower it, so a
     /// poller that fetches the rolled-back document again cannot undo the
     /// rollback.
     newest: Option<u64>,
     clock: Arc<dyn Clock>,
+    observe: Observe,
+}
+
+/// An applied config: compiled, and as written (for change events).
+#[derive(Clone)]
+struct Applied {
+    compiled: Arc<Compiled>,
+    config: Arc<Config>,
 }
 
 impl FlagStore {
@@ -75,11 +88,20 @@ impl FlagStore {
         static IDS: AtomicU64 = AtomicU64::new(1);
         let id = IDS.fetch_add(1, Ordering::Relaxed);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let writer =
-            Writer { slots: Slots::default(), history: VecDeque::new(), newest: None, clock };
+        let writer = Writer {
+            slots: Slots::default(),
+            history: VecDeque::new(),
+            newest: None,
+            clock,
+            observe: Observe::new(),
+        };
         let empty = Compiled::empty(id, writer.clock.clone());
-        let shared =
-            Shared { id, current: ArcSwap::from_pointee(empty), writer: Mutex::new(writer) };
+        let shared = Shared {
+            id,
+            current: ArcSwap::from_pointee(empty),
+            writer: Mutex::new(writer),
+            listeners: Mutex::default(),
+        };
         Self { shared: Arc::new(shared) }
     }
 
@@ -96,20 +118,34 @@ impl FlagStore {
     #[must_use]
     pub fn with_clock(self, clock: impl Clock) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(clock);
+        self.writer().clock = clock.clone();
+        self.recompile(|c| c.clock = clock.clone());
+        self
+    }
+
+    /// Turns counting off: evaluations and outcomes are no longer counted
+    /// ([`FlagStore::metrics`] stays empty) and guards never trip. Counting
+    /// costs a few nanoseconds per check; see `BENCHMARKS.md`.
+    #[must_use]
+    pub fn without_metrics(self) -> Self {
+        self.writer().observe.enabled = false;
+        self.recompile(|c| c.counters = None);
+        self
+    }
+
+    /// Changes every kept snapshot in place, and serves the changed one.
+    fn recompile(&self, change: impl Fn(&mut Compiled)) {
         let mut writer = self.writer();
-        writer.clock = clock.clone();
-        for compiled in writer.history.iter_mut() {
-            let mut recompiled = Compiled::clone(compiled);
-            recompiled.clock = clock.clone();
-            *compiled = Arc::new(recompiled);
+        for applied in writer.history.iter_mut() {
+            let mut recompiled = Compiled::clone(&applied.compiled);
+            change(&mut recompiled);
+            applied.compiled = Arc::new(recompiled);
         }
         let serving = match writer.history.back() {
-            Some(c) => c.clone(),
-            None => Arc::new(Compiled::empty(self.shared.id, clock)),
+            Some(applied) => applied.compiled.clone(),
+            None => Arc::new(Compiled::empty(self.shared.id, writer.clock.clone())),
         };
         self.shared.current.store(serving);
-        drop(writer);
-        self
     }
 
     /// Parses, validates and compiles a JSON config and swaps it in; returns
@@ -153,14 +189,25 @@ impl FlagStore {
     #[cold]
     fn install(&self, config: &Config, mut writer: MutexGuard<'_, Writer>) -> u64 {
         let w = &mut *writer;
-        let compiled =
-            Arc::new(Compiled::new(config, &mut w.slots, self.shared.id, w.clock.clone()));
+        let mut compiled = Compiled::new(
+            config,
+            &mut w.slots,
+            w.observe.series(),
+            self.shared.id,
+            w.clock.clone(),
+        );
+        compiled.counters = w.observe.tables();
+        compiled.start_guards();
+        let applied = Applied { compiled: Arc::new(compiled), config: Arc::new(config.clone()) };
         w.newest = Some(w.newest.map_or(config.version, |n| n.max(config.version)));
+        let before = w.history.back().map(|a| a.config.clone());
         if w.history.len() == HISTORY {
             w.history.pop_front();
         }
-        w.history.push_back(compiled.clone());
-        self.shared.current.store(compiled);
+        w.history.push_back(applied.clone());
+        self.shared.current.store(applied.compiled);
+        drop(writer);
+        self.shared.changed(ChangeCause::Applied, before.as_deref(), &applied.config);
         config.version
     }
 
@@ -172,11 +219,68 @@ impl FlagStore {
         if writer.history.len() < 2 {
             return Err(Error::no_history());
         }
-        writer.history.pop_back();
+        let dropped = writer.history.pop_back().ok_or_else(Error::no_history)?;
         let previous = writer.history.back().cloned().ok_or_else(Error::no_history)?;
-        let version = previous.version;
-        self.shared.current.store(previous);
+        let version = previous.compiled.version;
+        self.shared.current.store(previous.compiled);
+        drop(writer);
+        self.shared.changed(ChangeCause::RolledBack, Some(&dropped.config), &previous.config);
         Ok(version)
+    }
+
+    /// Registers a listener for the store's events: every config change
+    /// with its diff (the audit log of a release) and every guard trip.
+    ///
+    /// Listeners run on the thread that caused the event (the one applying
+    /// a config, or a request recording the outcome that tripped a guard),
+    /// after the change is in place; keep them short.
+    pub fn on_event(&self, listener: impl Fn(&StoreEvent) + Send + Sync + 'static) {
+        self.shared.listeners().push(Arc::new(listener));
+    }
+
+    /// Counts an outcome of `flag` for `ctx`, in the group `ctx` falls in:
+    /// the stage that exposes it, or `not-exposed`. The caller does not
+    /// track which that is.
+    ///
+    /// Does not allocate or wait, except that now and then (a twentieth of
+    /// its window) it runs the flag's [guard](crate::config::Guard), which
+    /// may step the flag back and tell the [listeners](FlagStore::on_event).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use flagstone::{Context, FlagStore, Outcome};
+    ///
+    /// let store = FlagStore::from_json(r#"{ "version": 1, "flags": { "search-v2": {
+    ///     "enabled": true, "bucket_by": "tenant",
+    ///     "stages": [ { "name": "canary", "percent": 100 } ], "stage": "canary" } } }"#)?;
+    /// let ctx = Context::new().tenant("acme");
+    /// store.record("search-v2", &ctx, Outcome::Error);
+    /// assert_eq!(store.metrics().outcomes_of("search-v2", "canary").map(|o| o.errors), Some(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn record(&self, flag: &str, ctx: &Context<'_>, outcome: Outcome) {
+        let current = self.shared.current.load();
+        if let Ok(flag) = current.lookup(flag) {
+            current.record(flag, ctx, outcome);
+            if let Some(guard) = &flag.guard {
+                self.shared.guard(&current, flag, guard);
+            }
+        }
+    }
+
+    /// The store's counts so far: evaluations per flag × stage × variant,
+    /// and outcomes per flag × stage ([`Metrics::to_prometheus`] renders
+    /// them). Sums the per-thread shards; for exporters, not for requests.
+    pub fn metrics(&self) -> Metrics {
+        self.writer().observe.read()
+    }
+
+    /// The counts added since the previous call of `metrics_delta` (since
+    /// the store was made, the first time): for exporters that push deltas.
+    pub fn metrics_delta(&self) -> Metrics {
+        self.writer().observe.delta()
     }
 
     /// The version of the serving config; 0 for an empty store.
@@ -186,21 +290,21 @@ impl FlagStore {
 
     /// The versions kept for rollback, oldest first; the last one is serving.
     pub fn history(&self) -> Vec<u64> {
-        self.writer().history.iter().map(|c| c.version).collect()
+        self.writer().history.iter().map(|a| a.compiled.version).collect()
     }
 
     /// Whether `flag` is on for `ctx`.
     #[inline]
     pub fn is_enabled(&self, flag: &str, ctx: &Context<'_>) -> bool {
         let current = self.shared.current.load();
-        current.is_enabled(current.by_name(flag), ctx)
+        current.is_enabled(current.lookup(flag), ctx)
     }
 
     /// Whether `flag` is on for `ctx`, its variant, and why.
     #[inline]
     pub fn evaluate(&self, flag: &str, ctx: &Context<'_>) -> Evaluation<'_> {
         let current = self.shared.current.load();
-        current.evaluate(current.by_name(flag), ctx)
+        current.evaluate(current.lookup(flag), ctx)
     }
 
     /// The variant of `flag` for `ctx`: `None` unless the context is exposed
@@ -229,9 +333,88 @@ impl FlagStore {
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.shared.writer()
+    }
+}
+
+impl Shared {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
         // Writers hold the lock only for code that cannot leave the state
         // half-changed, so a poisoned lock is safe to take over.
-        self.shared.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn listeners(&self) -> MutexGuard<'_, Vec<Listener>> {
+        self.listeners.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    #[cold]
+    fn changed(&self, cause: ChangeCause, before: Option<&Config>, after: &Config) {
+        let listeners = self.listeners().clone();
+        if listeners.is_empty() && !cfg!(feature = "tracing") {
+            return;
+        }
+        let empty = Config { version: 0, cohorts: Default::default(), flags: Default::default() };
+        let before = before.unwrap_or(&empty);
+        let change = ConfigChange {
+            cause,
+            from: before.version,
+            to: after.version,
+            changes: crate::diff::diff(before, after),
+        };
+        emit(&listeners, &StoreEvent::Changed(change));
+    }
+
+    /// Runs a flag's guard when it is due, and applies its decision.
+    #[inline]
+    fn guard(&self, current: &Compiled, flag: &Flag, guard: &GuardState) {
+        let now = current.clock.now_millis();
+        if guard.due(now) {
+            self.check_guard(current, flag, guard, now);
+        }
+    }
+
+    #[cold]
+    fn check_guard(&self, current: &Compiled, flag: &Flag, guard: &GuardState, now: i64) {
+        let Some(counters) = &current.counters else { return };
+        let Some((stage, trip)) = guard.check(flag, &counters.outcomes, now) else { return };
+        self.trip(current, stage, trip);
+    }
+
+    /// Steps a flag back on a guard's word, unless the config changed since
+    /// the guard looked (the new config gets its own guard).
+    #[cold]
+    fn trip(&self, seen: &Compiled, stage: usize, mut trip: GuardTrip) {
+        let mut writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            // A config is being applied: the guard looks again next time.
+            Err(TryLockError::WouldBlock) => return,
+        };
+        let Some(back) = writer.history.back_mut() else { return };
+        if !std::ptr::eq(&*back.compiled, seen) {
+            return;
+        }
+        let mut compiled = Compiled::clone(&back.compiled);
+        let Some(now_serving) = compiled.step_back(&trip.flag, stage, trip.action) else { return };
+        let mut config = Config::clone(&back.config);
+        if let Some(flag) = config.flags.get_mut(&trip.flag) {
+            match now_serving {
+                Some(stage) => flag.stage = Some(stage.to_owned()),
+                None => flag.enabled = false,
+            }
+        }
+        let before = std::mem::replace(
+            back,
+            Applied { compiled: Arc::new(compiled), config: Arc::new(config) },
+        );
+        self.current.store(back.compiled.clone());
+        let after = back.config.clone();
+        drop(writer);
+        trip.version = after.version;
+        trip.now_serving = now_serving.map(str::to_owned);
+        self.changed(ChangeCause::Guard, Some(&before.config), &after);
+        emit(&self.listeners().clone(), &StoreEvent::GuardTripped(trip));
     }
 }
 
@@ -294,13 +477,13 @@ impl Snapshot {
     /// Whether `flag` is on for `ctx`.
     #[inline]
     pub fn is_enabled(&self, flag: &str, ctx: &Context<'_>) -> bool {
-        self.compiled.is_enabled(self.compiled.by_name(flag), ctx)
+        self.compiled.is_enabled(self.compiled.lookup(flag), ctx)
     }
 
     /// Whether `flag` is on for `ctx`, its variant, and why.
     #[inline]
     pub fn evaluate(&self, flag: &str, ctx: &Context<'_>) -> Evaluation<'_> {
-        self.compiled.evaluate(self.compiled.by_name(flag), ctx)
+        self.compiled.evaluate(self.compiled.lookup(flag), ctx)
     }
 
     /// The variant of `flag` for `ctx`.
@@ -368,14 +551,14 @@ impl FlagHandle {
     #[inline]
     pub fn is_enabled(&self, ctx: &Context<'_>) -> bool {
         let current = self.shared.current.load();
-        current.is_enabled(current.by_slot(self.slot), ctx)
+        current.is_enabled(current.lookup_slot(self.slot), ctx)
     }
 
     /// Whether the flag is on for `ctx`, its variant, and why.
     #[inline]
     pub fn evaluate(&self, ctx: &Context<'_>) -> Evaluation<'_> {
         let current = self.shared.current.load();
-        current.evaluate(current.by_slot(self.slot), ctx)
+        current.evaluate(current.lookup_slot(self.slot), ctx)
     }
 
     /// The variant of the flag for `ctx`.
@@ -399,14 +582,26 @@ impl FlagHandle {
         compiled.evaluate(self.flag_in(compiled), ctx)
     }
 
+    /// Counts an outcome of the flag for `ctx`, as [`FlagStore::record`].
     #[inline]
-    fn flag_in<'c>(&self, compiled: &'c Compiled) -> Option<&'c Flag> {
+    pub fn record(&self, ctx: &Context<'_>, outcome: Outcome) {
+        let current = self.shared.current.load();
+        if let Ok(flag) = current.lookup_slot(self.slot) {
+            current.record(flag, ctx, outcome);
+            if let Some(guard) = &flag.guard {
+                self.shared.guard(&current, flag, guard);
+            }
+        }
+    }
+
+    #[inline]
+    fn flag_in<'c>(&self, compiled: &'c Compiled) -> Result<&'c Flag, u32> {
         // Slots are numbered per store: a snapshot of another store is
         // searched by key instead.
         if compiled.store_id == self.shared.id {
-            compiled.by_slot(self.slot)
+            compiled.lookup_slot(self.slot)
         } else {
-            compiled.by_name(&self.key)
+            compiled.lookup(&self.key)
         }
     }
 }

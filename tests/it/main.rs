@@ -8,6 +8,7 @@ mod delivery;
 #[cfg(feature = "http")]
 mod delivery_http;
 mod golden;
+mod observe;
 mod props;
 mod semantics;
 mod store;

@@ -22,7 +22,6 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use flagstone::config::{Cohort, Config, Flag};
-use flagstone::diff::{Change, ChangeKind};
 use flagstone::{Clock, FlagStore, ManualClock, StageVerdict, SystemClock};
 use serde_json::json;
 
@@ -429,36 +428,6 @@ fn reshuffles(old: &Flag, new: &Flag, key: &str) -> bool {
     old.salt_or(key) != new.salt_or(key) || old.bucket_by != new.bucket_by
 }
 
-fn change_text(change: &Change) -> String {
-    match &change.kind {
-        ChangeKind::FlagAdded => "flag added".to_owned(),
-        ChangeKind::FlagRemoved => "flag removed".to_owned(),
-        ChangeKind::KillSwitch { enabled: true } => {
-            "kill switch released (enabled: true)".to_owned()
-        }
-        ChangeKind::KillSwitch { enabled: false } => "kill switch set (enabled: false)".to_owned(),
-        ChangeKind::StageAdvanced { from, to } => format!("stage advanced {from} -> {to}"),
-        ChangeKind::StageRolledBack { from, to } => format!("stage rolled back {from} -> {to}"),
-        ChangeKind::PercentChanged { stage, from, to } => {
-            let p = |p: &Option<f64>| p.map_or("none".to_owned(), |p| format!("{p}%"));
-            format!("stage {stage}: percent {} -> {}", p(from), p(to))
-        }
-        ChangeKind::StagesChanged { detail } => detail.clone(),
-        ChangeKind::SaltChanged { from, to } => format!("salt {from:?} -> {to:?}"),
-        ChangeKind::BucketByChanged { from, to } => format!("bucket_by {from} -> {to}"),
-        ChangeKind::ExclusionsChanged { added, removed } => {
-            format!("exclusions +[{}] -[{}]", added.join(", "), removed.join(", "))
-        }
-        ChangeKind::VariantsChanged => "variants changed".to_owned(),
-        ChangeKind::CohortAdded { cohort } => format!("cohort {cohort} added"),
-        ChangeKind::CohortRemoved { cohort } => format!("cohort {cohort} removed"),
-        ChangeKind::CohortChanged { cohort, added, removed } => {
-            format!("cohort {cohort}: +[{}] -[{}]", added.join(", "), removed.join(", "))
-        }
-        other => format!("{other:?}"),
-    }
-}
-
 /// Flips of one flag over a population.
 #[derive(Default, serde::Serialize)]
 struct Flips {
@@ -625,7 +594,7 @@ fn diff(
         for c in &changes {
             let flag = c.flag.clone().unwrap_or_else(|| "(cohorts)".to_owned());
             let reversible = if c.reversible { "yes".to_owned() } else { style.warn("NO") };
-            table.row(vec![flag, change_text(c), reversible]);
+            table.row(vec![flag, c.kind.to_string(), reversible]);
         }
         print!("{}", table.render(2, style));
         let warnings: Vec<&str> = changes.iter().filter_map(|c| c.warning.as_deref()).collect();

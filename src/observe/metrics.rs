@@ -1,0 +1,302 @@
+//! A point-in-time read of a store's counters, and its exports.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// How many latency buckets a histogram has: the bounds of
+/// [`LATENCY_BOUNDS`] and one for everything slower.
+pub const LATENCY_BUCKETS: usize = 16;
+
+/// The upper bounds of the latency buckets: 250 µs doubling up to 4.096 s
+/// (log-scale, so one histogram serves a cache hit and a slow query alike).
+pub const LATENCY_BOUNDS: [Duration; LATENCY_BUCKETS - 1] = {
+    let mut bounds = [Duration::ZERO; LATENCY_BUCKETS - 1];
+    let mut i = 0;
+    while i < bounds.len() {
+        bounds[i] = Duration::from_micros(250 << i);
+        i += 1;
+    }
+    bounds
+};
+
+/// The bucket a latency falls in: the first whose bound it does not exceed.
+#[inline]
+pub(crate) fn latency_bucket(latency: Duration) -> usize {
+    // In units of the first bound, rounded up: bucket k holds q <= 2^k.
+    let q = latency.as_micros().div_ceil(250);
+    let q = u64::try_from(q).unwrap_or(u64::MAX);
+    let k = if q <= 1 { 0 } else { (u64::BITS - (q - 1).leading_zeros()) as usize };
+    k.min(LATENCY_BUCKETS - 1)
+}
+
+/// What [`FlagStore::metrics`](crate::FlagStore::metrics) read: evaluations
+/// and outcomes per flag and stage, since the store was made.
+///
+/// Series that have counted nothing are left out. Counts are totals, as a
+/// Prometheus counter is; [`Metrics::since`] gives the change between two
+/// reads.
+///
+/// # Example
+///
+/// ```
+/// use flagstone::{Context, FlagStore, Outcome};
+/// use std::time::Duration;
+///
+/// let store = FlagStore::from_json(r#"{ "version": 1, "flags": { "new-checkout": {
+///     "enabled": true, "stages": [ { "name": "canary", "percent": 100 } ], "stage": "canary"
+/// } } }"#)?;
+/// let ctx = Context::new().user("u-42");
+/// assert!(store.is_enabled("new-checkout", &ctx));
+/// store.record("new-checkout", &ctx, Outcome::Latency(Duration::from_millis(3)));
+///
+/// let metrics = store.metrics();
+/// assert_eq!(metrics.evaluations_of("new-checkout", "canary"), 1);
+/// assert!(metrics.to_prometheus().contains(
+///     r#"flagstone_evaluations_total{flag="new-checkout",stage="canary",variant="",result="on"} 1"#));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metrics {
+    pub(crate) evaluations: Vec<EvaluationCount>,
+    pub(crate) outcomes: Vec<OutcomeCount>,
+}
+
+/// Evaluations of one flag that fell in one stage (or group) with one variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EvaluationCount {
+    /// The flag's key; empty for keys the store has never known (typos).
+    pub flag: &'static str,
+    /// The stage that exposed the context, `on` for a flag without stages,
+    /// or `off`, `excluded`, `not-exposed` or `unknown`.
+    pub stage: &'static str,
+    /// The variant handed out; `None` for contexts not exposed, flags
+    /// without variants, and `is_enabled` (which does not pick one).
+    pub variant: Option<&'static str>,
+    /// Whether the flag was on.
+    pub enabled: bool,
+    /// How many evaluations.
+    pub count: u64,
+}
+
+/// Outcomes recorded for one flag and one group: a stage that exposes the
+/// context (or `on`), or `not-exposed` for everyone else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutcomeCount {
+    /// The flag's key.
+    pub flag: &'static str,
+    /// The exposing stage, `on`, or `not-exposed`.
+    pub stage: &'static str,
+    /// [`Outcome::Success`](crate::Outcome::Success) recorded.
+    pub successes: u64,
+    /// [`Outcome::Error`](crate::Outcome::Error) recorded.
+    pub errors: u64,
+    /// [`Outcome::Latency`](crate::Outcome::Latency) recorded.
+    pub latency: Latency,
+}
+
+/// A latency histogram with the fixed buckets of [`LATENCY_BOUNDS`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Latency {
+    /// Samples per bucket (not cumulative); the last is above every bound.
+    pub buckets: [u64; LATENCY_BUCKETS],
+    /// The sum of the samples.
+    pub sum: Duration,
+}
+
+impl Latency {
+    /// How many samples.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().fold(0, |a, b| a.wrapping_add(*b))
+    }
+}
+
+impl OutcomeCount {
+    /// Errors over successes and errors; 0 with no samples.
+    pub fn error_rate(&self) -> f64 {
+        let total = self.successes + self.errors;
+        if total == 0 { 0.0 } else { self.errors as f64 / total as f64 }
+    }
+}
+
+impl Metrics {
+    /// Evaluation counts, ordered by flag, stage, variant and result.
+    pub fn evaluations(&self) -> &[EvaluationCount] {
+        &self.evaluations
+    }
+
+    /// Outcome counts, ordered by flag and stage.
+    pub fn outcomes(&self) -> &[OutcomeCount] {
+        &self.outcomes
+    }
+
+    /// The evaluations of `flag` in `stage` (a stage name or group label),
+    /// whatever their variant.
+    pub fn evaluations_of(&self, flag: &str, stage: &str) -> u64 {
+        self.evaluations
+            .iter()
+            .filter(|e| e.flag == flag && e.stage == stage)
+            .map(|e| e.count)
+            .sum()
+    }
+
+    /// The outcomes recorded for `flag` in `stage` (or `not-exposed`).
+    pub fn outcomes_of(&self, flag: &str, stage: &str) -> Option<&OutcomeCount> {
+        self.outcomes.iter().find(|o| o.flag == flag && o.stage == stage)
+    }
+
+    /// What changed since an earlier read of the same store: the counts
+    /// added in between (series that added nothing are left out).
+    pub fn since(&self, earlier: &Metrics) -> Metrics {
+        let before: BTreeMap<_, _> = earlier
+            .evaluations
+            .iter()
+            .map(|e| ((e.flag, e.stage, e.variant, e.enabled), e.count))
+            .collect();
+        let evaluations = self
+            .evaluations
+            .iter()
+            .filter_map(|e| {
+                let was = before.get(&(e.flag, e.stage, e.variant, e.enabled)).copied();
+                let count = e.count.saturating_sub(was.unwrap_or(0));
+                (count > 0).then_some(EvaluationCount { count, ..*e })
+            })
+            .collect();
+        let before: BTreeMap<_, _> =
+            earlier.outcomes.iter().map(|o| ((o.flag, o.stage), o)).collect();
+        let outcomes = self
+            .outcomes
+            .iter()
+            .filter_map(|o| {
+                let Some(was) = before.get(&(o.flag, o.stage)) else { return Some(o.clone()) };
+                let mut latency = o.latency.clone();
+                for (now, then) in latency.buckets.iter_mut().zip(was.latency.buckets) {
+                    *now = now.saturating_sub(then);
+                }
+                latency.sum = latency.sum.saturating_sub(was.latency.sum);
+                let delta = OutcomeCount {
+                    flag: o.flag,
+                    stage: o.stage,
+                    successes: o.successes.saturating_sub(was.successes),
+                    errors: o.errors.saturating_sub(was.errors),
+                    latency,
+                };
+                let empty = delta.successes == 0 && delta.errors == 0 && delta.latency.count() == 0;
+                (!empty).then_some(delta)
+            })
+            .collect();
+        Metrics { evaluations, outcomes }
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4):
+    /// `flagstone_evaluations_total`, `flagstone_outcomes_total` and the
+    /// `flagstone_latency_seconds` histogram.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP flagstone_evaluations_total Flag evaluations by flag, exposing stage, variant and result.\n\
+             # TYPE flagstone_evaluations_total counter\n",
+        );
+        for e in &self.evaluations {
+            let result = if e.enabled { "on" } else { "off" };
+            let _ = writeln!(
+                out,
+                "flagstone_evaluations_total{{flag=\"{}\",stage=\"{}\",variant=\"{}\",result=\"{result}\"}} {}",
+                Escaped(e.flag),
+                Escaped(e.stage),
+                Escaped(e.variant.unwrap_or("")),
+                e.count
+            );
+        }
+        out.push_str(
+            "# HELP flagstone_outcomes_total Outcomes recorded by flag and the stage the context fell in.\n\
+             # TYPE flagstone_outcomes_total counter\n",
+        );
+        for o in &self.outcomes {
+            for (outcome, n) in [("success", o.successes), ("error", o.errors)] {
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "flagstone_outcomes_total{{flag=\"{}\",stage=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        Escaped(o.flag),
+                        Escaped(o.stage)
+                    );
+                }
+            }
+        }
+        out.push_str(
+            "# HELP flagstone_latency_seconds Latency recorded by flag and the stage the context fell in.\n\
+             # TYPE flagstone_latency_seconds histogram\n",
+        );
+        for o in self.outcomes.iter().filter(|o| o.latency.count() > 0) {
+            let labels = format!("flag=\"{}\",stage=\"{}\"", Escaped(o.flag), Escaped(o.stage));
+            let mut cumulative = 0u64;
+            for (i, n) in o.latency.buckets.iter().enumerate() {
+                cumulative += n;
+                let le = match LATENCY_BOUNDS.get(i) {
+                    Some(bound) => bound.as_secs_f64().to_string(),
+                    None => "+Inf".to_owned(),
+                };
+                let _ = writeln!(
+                    out,
+                    "flagstone_latency_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "flagstone_latency_seconds_sum{{{labels}}} {}",
+                o.latency.sum.as_secs_f64()
+            );
+            let _ = writeln!(out, "flagstone_latency_seconds_count{{{labels}}} {cumulative}");
+        }
+        out
+    }
+}
+
+/// A label value escaped as the exposition format wants: `\`, `"` and
+/// newlines.
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => std::fmt::Write::write_char(f, c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_fall_in_the_first_bucket_whose_bound_they_do_not_exceed() {
+        let us = Duration::from_micros;
+        assert_eq!(latency_bucket(Duration::ZERO), 0);
+        assert_eq!(latency_bucket(us(250)), 0);
+        assert_eq!(latency_bucket(us(251)), 1);
+        assert_eq!(latency_bucket(us(500)), 1);
+        assert_eq!(latency_bucket(us(501)), 2);
+        assert_eq!(latency_bucket(Duration::from_millis(3)), 4); // 2 ms < 3 ms <= 4 ms
+        assert_eq!(latency_bucket(LATENCY_BOUNDS[14]), 14);
+        assert_eq!(latency_bucket(Duration::from_secs(5)), 15);
+        assert_eq!(latency_bucket(Duration::MAX), 15);
+        for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
+            assert_eq!(latency_bucket(*bound), i);
+            assert_eq!(latency_bucket(*bound + Duration::from_nanos(1000)), i + 1);
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(Escaped("a\"b\\c\nd").to_string(), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,436 @@
+//! Observability: counts per stage, outcomes per cohort, guards, change
+//! events and the Prometheus export.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flagstone::config::GuardAction;
+use flagstone::diff::ChangeKind;
+use flagstone::observe::{ChangeCause, StoreEvent};
+use flagstone::{Context, FlagStore, ManualClock, Outcome, Reason};
+
+const RELEASE: &str = r#"{ "version": 1,
+  "cohorts": { "staff": { "users": ["u-staff"] }, "blocked": { "tenants": ["t-blocked"] } },
+  "flags": {
+    "checkout": { "enabled": true, "exclude": ["blocked"],
+      "stages": [ { "name": "internal", "cohorts": ["staff"] },
+                  { "name": "canary", "percent": 50 },
+                  { "name": "all" } ],
+      "stage": "canary",
+      "variants": [ { "name": "control", "weight": 1 }, { "name": "treatment", "weight": 1 } ] },
+    "dark": { "enabled": false },
+    "everyone": { "enabled": true }
+  } }"#;
+
+#[test]
+fn every_evaluation_is_counted_by_stage_variant_and_result() {
+    let store = FlagStore::from_json(RELEASE).expect("valid");
+    let staff = Context::new().user("u-staff");
+    let blocked = Context::new().user("u-staff").tenant("t-blocked");
+    assert!(store.is_enabled("checkout", &staff));
+    assert!(!store.is_enabled("checkout", &blocked));
+    assert!(!store.is_enabled("dark", &staff));
+    assert!(store.is_enabled("everyone", &staff));
+    assert!(!store.is_enabled("no-such-flag", &staff));
+    let ev = store.evaluate("checkout", &staff);
+    let variant = ev.variant.expect("exposed contexts get a variant");
+
+    let (mut canary, mut outside) = (0, 0);
+    for i in 0..1000 {
+        let user = format!("u-{i}");
+        match store.evaluate("checkout", &Context::new().user(&user)).reason {
+            Reason::Stage { name: "canary", .. } => canary += 1,
+            Reason::NotExposed => outside += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(canary > 400 && outside > 400, "{canary} / {outside}");
+
+    let m = store.metrics();
+    assert_eq!(m.evaluations_of("checkout", "internal"), 2);
+    assert_eq!(m.evaluations_of("checkout", "excluded"), 1);
+    assert_eq!(m.evaluations_of("checkout", "canary"), canary);
+    assert_eq!(m.evaluations_of("checkout", "not-exposed"), outside);
+    assert_eq!(m.evaluations_of("dark", "off"), 1);
+    assert_eq!(m.evaluations_of("everyone", "on"), 1);
+    assert_eq!(m.evaluations_of("", "unknown"), 1);
+
+    let text = m.to_prometheus();
+    let lines = [
+        r#"flagstone_evaluations_total{flag="checkout",stage="internal",variant="",result="on"} 1"#
+            .to_owned(),
+        format!(
+            r#"flagstone_evaluations_total{{flag="checkout",stage="internal",variant="{variant}",result="on"}} 1"#
+        ),
+        r#"flagstone_evaluations_total{flag="checkout",stage="excluded",variant="",result="off"} 1"#
+            .to_owned(),
+        r#"flagstone_evaluations_total{flag="dark",stage="off",variant="",result="off"} 1"#
+            .to_owned(),
+        r#"flagstone_evaluations_total{flag="everyone",stage="on",variant="",result="on"} 1"#
+            .to_owned(),
+        format!(
+            r#"flagstone_evaluations_total{{flag="checkout",stage="not-exposed",variant="",result="off"}} {outside}"#
+        ),
+        "# TYPE flagstone_evaluations_total counter".to_owned(),
+    ];
+    for line in lines {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+}
+
+#[test]
+fn a_key_the_store_knew_is_counted_unknown_under_its_own_name() {
+    let store = FlagStore::from_json(RELEASE).expect("valid");
+    store
+        .apply_json(r#"{ "version": 2, "flags": { "everyone": { "enabled": true } } }"#)
+        .expect("valid");
+    let handle = store.handle("future-flag");
+    assert!(!store.is_enabled("checkout", &Context::new()));
+    assert!(!handle.is_enabled(&Context::new()));
+    let m = store.metrics();
+    assert_eq!(m.evaluations_of("checkout", "unknown"), 1);
+}
+
+#[test]
+fn counts_from_many_threads_add_up_exactly() {
+    let store = Arc::new(FlagStore::from_json(RELEASE).expect("valid"));
+    let handle = store.handle("everyone");
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (store, handle) = (&store, &handle);
+            s.spawn(move || {
+                let ctx = Context::new().user("u-1");
+                for _ in 0..10_000 {
+                    if t % 2 == 0 {
+                        store.is_enabled("everyone", &ctx);
+                    } else {
+                        handle.is_enabled(&ctx);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(store.metrics().evaluations_of("everyone", "on"), 40_000);
+}
+
+#[test]
+fn counts_survive_new_configs_rollbacks_and_growing_tables() {
+    let store = FlagStore::from_json(RELEASE).expect("valid");
+    let ctx = Context::new().user("u-1");
+    let snapshot = store.snapshot(); // keeps version 1's table alive
+    for _ in 0..10 {
+        store.is_enabled("everyone", &ctx);
+    }
+    // Enough new flags that the counter tables must grow.
+    let many: Vec<String> = (0..500).map(|i| format!(r#""f{i}": {{ "enabled": true }}"#)).collect();
+    let doc = format!(
+        r#"{{ "version": 2, "flags": {{ "everyone": {{ "enabled": true }}, {} }} }}"#,
+        many.join(",")
+    );
+    store.apply_json(&doc).expect("valid");
+    for _ in 0..5 {
+        store.is_enabled("everyone", &ctx);
+        snapshot.is_enabled("everyone", &ctx); // an in-flight request on v1
+    }
+    assert_eq!(store.metrics().evaluations_of("everyone", "on"), 20);
+    drop(snapshot);
+    store.rollback().expect("kept");
+    store.is_enabled("everyone", &ctx);
+    let first = store.metrics();
+    assert_eq!(first.evaluations_of("everyone", "on"), 21);
+    // Reading again (after the retired tables were folded) changes nothing.
+    assert_eq!(store.metrics(), first);
+}
+
+#[test]
+fn deltas_count_what_happened_since_the_last_read() {
+    let store = FlagStore::from_json(RELEASE).expect("valid");
+    let ctx = Context::new().user("u-1");
+    store.is_enabled("everyone", &ctx);
+    assert_eq!(store.metrics_delta().evaluations_of("everyone", "on"), 1);
+    assert!(store.metrics_delta().evaluations().is_empty());
+    store.is_enabled("everyone", &ctx);
+    store.is_enabled("everyone", &ctx);
+    store.record("everyone", &ctx, Outcome::Error);
+    let delta = store.metrics_delta();
+    assert_eq!(delta.evaluations_of("everyone", "on"), 2);
+    assert_eq!(delta.outcomes_of("everyone", "on").map(|o| o.errors), Some(1));
+    assert_eq!(store.metrics().evaluations_of("everyone", "on"), 3);
+}
+
+#[test]
+fn a_store_without_metrics_counts_nothing() {
+    let store = FlagStore::from_json(RELEASE).expect("valid").without_metrics();
+    let ctx = Context::new().user("u-staff");
+    assert!(store.is_enabled("checkout", &ctx));
+    store.record("checkout", &ctx, Outcome::Error);
+    assert_eq!(store.metrics(), flagstone::Metrics::default());
+}
+
+#[test]
+fn outcomes_are_attributed_to_the_group_the_context_falls_in() {
+    let store = FlagStore::from_json(RELEASE).expect("valid");
+    let staff = Context::new().user("u-staff");
+    let blocked = Context::new().user("u-staff").tenant("t-blocked");
+    store.record("checkout", &staff, Outcome::Success);
+    store.record("checkout", &staff, Outcome::Error);
+    store.record("checkout", &staff, Outcome::Latency(Duration::from_millis(3)));
+    store.record("checkout", &staff, Outcome::Latency(Duration::from_micros(100)));
+    store.record("checkout", &blocked, Outcome::Error); // excluded: not exposed
+    store.record("no-such-flag", &staff, Outcome::Error); // ignored
+
+    let m = store.metrics();
+    let internal = m.outcomes_of("checkout", "internal").expect("recorded");
+    assert_eq!((internal.successes, internal.errors), (1, 1));
+    assert_eq!(internal.latency.count(), 2);
+    assert_eq!(internal.latency.sum, Duration::from_micros(3100));
+    assert_eq!(internal.latency.buckets[0], 1); // <= 250 µs
+    assert_eq!(internal.latency.buckets[4], 1); // 2 ms < 3 ms <= 4 ms
+    assert_eq!(m.outcomes_of("checkout", "not-exposed").map(|o| o.errors), Some(1));
+    assert_eq!(m.outcomes().len(), 2);
+
+    let text = m.to_prometheus();
+    for line in [
+        r#"flagstone_outcomes_total{flag="checkout",stage="internal",outcome="success"} 1"#,
+        r#"flagstone_outcomes_total{flag="checkout",stage="internal",outcome="error"} 1"#,
+        r#"flagstone_outcomes_total{flag="checkout",stage="not-exposed",outcome="error"} 1"#,
+        r#"flagstone_latency_seconds_bucket{flag="checkout",stage="internal",le="0.00025"} 1"#,
+        r#"flagstone_latency_seconds_bucket{flag="checkout",stage="internal",le="0.002"} 1"#,
+        r#"flagstone_latency_seconds_bucket{flag="checkout",stage="internal",le="0.004"} 2"#,
+        r#"flagstone_latency_seconds_bucket{flag="checkout",stage="internal",le="+Inf"} 2"#,
+        r#"flagstone_latency_seconds_sum{flag="checkout",stage="internal"} 0.0031"#,
+        r#"flagstone_latency_seconds_count{flag="checkout",stage="internal"} 2"#,
+        "# TYPE flagstone_latency_seconds histogram",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+}
+
+const GUARDED: &str = r#"{ "version": 1,
+  "cohorts": { "staff": { "users": ["u-0", "u-1", "u-2"] } },
+  "flags": { "checkout": { "enabled": true,
+      "stages": [ { "name": "internal", "cohorts": ["staff"] },
+                  { "name": "canary", "percent": 20 } ],
+      "stage": "canary",
+      "guard": { "max_error_ratio": 2.0, "min_samples": MIN, "window_secs": 60, "action": "ACTION" } } } }"#;
+
+fn guarded(
+    min_samples: u64,
+    action: &str,
+) -> (FlagStore, Arc<ManualClock>, Arc<Mutex<Vec<StoreEvent>>>) {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let store = FlagStore::new().with_clock(clock.clone());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    store.on_event(move |e| sink.lock().expect("not poisoned").push(e.clone()));
+    let doc = GUARDED.replace("MIN", &min_samples.to_string()).replace("ACTION", action);
+    store.apply_json(doc).expect("valid");
+    (store, clock, events)
+}
+
+/// Simulated traffic: `requests` users, one ms apart; a request fails 1 in
+/// 50 times, or 1 in `canary_error_every` times when the canary stage
+/// exposes it.
+fn traffic(store: &FlagStore, clock: &ManualClock, requests: usize, canary_error_every: usize) {
+    for i in 0..requests {
+        let user = format!("u-{i}");
+        let ctx = Context::new().user(&user);
+        let in_canary =
+            matches!(store.evaluate("checkout", &ctx).reason, Reason::Stage { name: "canary", .. });
+        let every = if in_canary { canary_error_every } else { 50 };
+        let outcome = if i % every == 0 { Outcome::Error } else { Outcome::Success };
+        store.record("checkout", &ctx, outcome);
+        clock.advance(Duration::from_millis(1));
+    }
+}
+
+fn trips(events: &Mutex<Vec<StoreEvent>>) -> Vec<flagstone::observe::GuardTrip> {
+    let events = events.lock().expect("not poisoned");
+    events
+        .iter()
+        .filter_map(|e| match e {
+            StoreEvent::GuardTripped(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_bad_canary_trips_its_guard_and_the_stage_steps_back() {
+    let (store, clock, events) = guarded(500, "rollback_stage");
+    // 20% of users in the canary fail 1 in 5 (20%), everyone else 1 in 50.
+    traffic(&store, &clock, 20_000, 5);
+
+    let trips = trips(&events);
+    assert_eq!(trips.len(), 1, "{trips:?}");
+    let trip = &trips[0];
+    assert_eq!((trip.flag.as_str(), trip.stage.as_str()), ("checkout", "canary"));
+    assert_eq!(trip.action, GuardAction::RollbackStage);
+    assert_eq!(trip.now_serving.as_deref(), Some("internal"));
+    assert_eq!(trip.version, 1);
+    assert!(trip.stage_samples >= 500 && trip.baseline_samples >= 500, "{trip:?}");
+    assert!(trip.stage_error_rate > 2.0 * trip.baseline_error_rate, "{trip:?}");
+    assert!((trip.stage_error_rate - 0.2).abs() < 0.05, "{trip:?}");
+    assert!(trip.to_string().contains("stepped back to stage \"internal\""), "{trip}");
+
+    // The store serves the decision: the canary is closed, internal is open.
+    let ev = store.evaluate("checkout", &Context::new().user("u-3"));
+    assert_eq!(ev.reason, Reason::NotExposed);
+    assert!(store.is_enabled("checkout", &Context::new().user("u-1")));
+    let explained = store.snapshot().explain("checkout", &Context::new().user("u-3"));
+    assert!(!explained.enabled);
+
+    // The change went to the audit log too.
+    let changed = events.lock().expect("not poisoned").iter().any(|e| {
+        matches!(e,
+        StoreEvent::Changed(c) if c.cause == ChangeCause::Guard
+            && c.changes.iter().any(|ch| ch.kind == ChangeKind::StageRolledBack {
+                from: "canary".into(), to: "internal".into() }))
+    });
+    assert!(changed);
+
+    // Pushing the same version again cannot reopen it; a newer one can.
+    let doc = GUARDED.replace("MIN", "500").replace("ACTION", "rollback_stage");
+    assert!(store.apply_json(&doc).expect_err("stale").is_stale());
+    store.apply_json(doc.replace(r#""version": 1"#, r#""version": 2"#)).expect("newer");
+    let reopened = (0..100).any(|i| {
+        let user = format!("u-{i}");
+        matches!(
+            store.evaluate("checkout", &Context::new().user(&user)).reason,
+            Reason::Stage { name: "canary", .. }
+        )
+    });
+    assert!(reopened);
+}
+
+#[test]
+fn a_healthy_canary_does_not_trip() {
+    let (store, clock, events) = guarded(500, "rollback_stage");
+    traffic(&store, &clock, 20_000, 50);
+    assert!(trips(&events).is_empty());
+    let canary_open = (0..100).any(|i| {
+        let user = format!("u-{i}");
+        matches!(
+            store.evaluate("checkout", &Context::new().user(&user)).reason,
+            Reason::Stage { name: "canary", .. }
+        )
+    });
+    assert!(canary_open);
+}
+
+#[test]
+fn too_few_samples_do_not_trip() {
+    // The canary is bad, but 20,000 requests give it about 4,000 samples.
+    let (store, clock, events) = guarded(5_000, "rollback_stage");
+    traffic(&store, &clock, 20_000, 5);
+    assert!(trips(&events).is_empty());
+}
+
+#[test]
+fn a_disable_guard_turns_the_flag_off() {
+    let (store, clock, events) = guarded(500, "disable");
+    traffic(&store, &clock, 20_000, 5);
+    let trips = trips(&events);
+    assert_eq!(trips.len(), 1);
+    assert_eq!(trips[0].now_serving, None);
+    assert_eq!(store.evaluate("checkout", &Context::new().user("u-1")).reason, Reason::KillSwitch);
+}
+
+#[test]
+fn every_applied_config_and_rollback_is_a_change_event() {
+    let store = FlagStore::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    store.on_event(move |e| sink.lock().expect("not poisoned").push(e.clone()));
+    store.apply_json(RELEASE).expect("valid");
+    store
+        .apply_json(
+            RELEASE
+                .replace(r#""version": 1"#, r#""version": 2"#)
+                .replace(r#""stage": "canary""#, r#""stage": "all""#),
+        )
+        .expect("valid");
+    store.rollback().expect("kept");
+    let events = events.lock().expect("not poisoned");
+    let changes: Vec<_> = events
+        .iter()
+        .map(|e| match e {
+            StoreEvent::Changed(c) => c,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(changes.len(), 3);
+    assert_eq!((changes[0].cause, changes[0].from, changes[0].to), (ChangeCause::Applied, 0, 1));
+    assert_eq!(changes[0].changes.iter().filter(|c| c.kind == ChangeKind::FlagAdded).count(), 3);
+    assert_eq!(
+        changes[1].changes.iter().map(|c| &c.kind).collect::<Vec<_>>(),
+        [&ChangeKind::StageAdvanced { from: "canary".into(), to: "all".into() }]
+    );
+    assert_eq!((changes[2].cause, changes[2].from, changes[2].to), (ChangeCause::RolledBack, 2, 1));
+    assert_eq!(
+        changes[2].changes.iter().map(|c| &c.kind).collect::<Vec<_>>(),
+        [&ChangeKind::StageRolledBack { from: "all".into(), to: "canary".into() }]
+    );
+}
+
+#[test]
+fn a_guard_is_validated_with_paths() {
+    let bad = r#"{ "version": 1, "flags": { "f": { "enabled": true,
+        "guard": { "max_error_ratio": 0, "min_samples": 0, "window_secs": 0 } } } }"#;
+    let err = FlagStore::from_json(bad).expect_err("invalid");
+    let problems: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+    for want in [
+        "flags.f.guard: a guard compares a stage",
+        "flags.f.guard.max_error_ratio: 0 is not a number greater than 0",
+        "flags.f.guard.min_samples: must be at least 1",
+        "flags.f.guard.window_secs: must be at least 1",
+    ] {
+        assert!(problems.iter().any(|p| p.starts_with(want)), "{want}: {problems:#?}");
+    }
+    let reserved = r#"{ "version": 1, "flags": { "f": { "enabled": true,
+        "stages": [ { "name": "off" } ], "stage": "off" } } }"#;
+    let err = FlagStore::from_json(reserved).expect_err("reserved");
+    assert!(
+        err.problems()[0].to_string().starts_with("flags.f.stages[0].name: \"off\" is reserved")
+    );
+}
+
+#[cfg(feature = "metrics")]
+#[test]
+fn counts_export_to_the_metrics_crate_with_opentelemetry_names() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let store = FlagStore::from_json(RELEASE).expect("valid");
+    let ctx = Context::new().user("u-staff");
+    store.is_enabled("everyone", &ctx);
+    store.is_enabled("everyone", &ctx);
+    store.record("everyone", &ctx, Outcome::Error);
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        flagstone::observe::export_to_metrics(&store.metrics());
+    });
+    let found: Vec<_> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| (key.key().clone(), value))
+        .collect();
+    let evaluations = found
+        .iter()
+        .find(|(k, _)| {
+            k.name() == "flagstone_evaluations_total"
+                && k.labels().any(|l| l.key() == "feature_flag.key" && l.value() == "everyone")
+        })
+        .expect("exported");
+    assert_eq!(evaluations.1, DebugValue::Counter(2));
+    assert!(evaluations.0.labels().any(|l| l.key() == "feature_flag.result.variant"));
+    let errors = found
+        .iter()
+        .find(|(k, _)| {
+            k.name() == "flagstone_outcomes_total"
+                && k.labels().any(|l| l.key() == "outcome" && l.value() == "error")
+        })
+        .expect("exported");
+    assert_eq!(errors.1, DebugValue::Counter(1));
+}
