@@ -6,7 +6,10 @@
 //! a 5% canary, half of the EU (scheduled), everyone; then rolls one step
 //! back, tries a bad push, and pulls the kill switch. After each step the
 //! example prints who is exposed, by stage and by region, and checks that
-//! advancing only ever added tenants.
+//! advancing only ever added tenants. The workers record each request's
+//! outcome and latency, the store's change events are printed as an audit
+//! log, and at the end the example prints the store's metrics (Prometheus
+//! text) and shows a guard rolling back a bad canary of a second flag.
 //!
 //! Run it with `cargo run --release --example staged_rollout`.
 
@@ -17,7 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use flagstone::{Context, FlagStore, ManualClock};
+use flagstone::observe::StoreEvent;
+use flagstone::{Context, FlagStore, ManualClock, Outcome};
 use serde_json::json;
 
 const FLAG: &str = "new-checkout";
@@ -151,6 +155,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     let tenants = Arc::new(tenants());
     let clock = Arc::new(ManualClock::from_rfc3339("2026-11-30T09:00:00Z")?);
     let store = Arc::new(FlagStore::new().with_clock(clock.clone()));
+    // The audit log of the release: every change, as the store applies it.
+    store.on_event(|event| {
+        if let StoreEvent::Changed(change) = event {
+            for c in &change.changes {
+                println!("{:<38}  audit v{} ({}): {c}", "", change.to, change.cause);
+            }
+        }
+    });
 
     // The service: two workers handling requests, round-robin over tenants.
     let stop = Arc::new(AtomicBool::new(false));
@@ -163,10 +175,22 @@ fn main() -> Result<(), Box<dyn Error>> {
                 let checkout = store.handle(FLAG);
                 let mut i = w;
                 let mut local = 0u64;
+                let mut rng = w as u64;
                 while !stop.load(Ordering::Relaxed) {
                     let t = &tenants[i % tenants.len()];
                     let ctx = Context::new().tenant(&t.id).region(t.region).user("u-1");
                     std::hint::black_box(checkout.is_enabled(&ctx));
+                    // What the request came to: about 1 in 100 fails (a
+                    // small generator, so failures land on any tenant);
+                    // latency is simulated from the tenant.
+                    rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    if (rng >> 33).is_multiple_of(100) {
+                        checkout.record(&ctx, Outcome::Error);
+                    } else {
+                        checkout.record(&ctx, Outcome::Success);
+                    }
+                    let micros = 200 + (i % 7) as u64 * 300;
+                    checkout.record(&ctx, Outcome::Latency(Duration::from_micros(micros)));
                     i += 2;
                     local += 1;
                     if local.is_multiple_of(4_096) {
@@ -254,8 +278,63 @@ fn main() -> Result<(), Box<dyn Error>> {
         if exact { "yes" } else { "NO" }
     );
     println!("requests served while pushing: {}", served.load(Ordering::Relaxed));
-    if !exact || advances.iter().any(|(_, ok)| !ok) || bad.is_ok() {
+
+    // What an exporter would serve on /metrics: one series per stage.
+    println!("\nmetrics (Prometheus text), evaluations and outcomes of {FLAG:?}:");
+    let metrics = store.metrics().to_prometheus();
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("flagstone_evaluations_total") || l.starts_with("flagstone_outcomes_total")
+    }) {
+        println!("  {line}");
+    }
+
+    let tripped = guarded_canary()?;
+    if !exact || advances.iter().any(|(_, ok)| !ok) || bad.is_ok() || !tripped {
         return Err("the release did not behave as staged".into());
     }
     Ok(())
+}
+
+/// A second release, `search-v2`, whose canary has a bug: 10% of its
+/// requests fail against 1% elsewhere. Its guard steps the canary back on
+/// this instance within seconds of simulated traffic.
+fn guarded_canary() -> Result<bool, Box<dyn Error>> {
+    println!("\n11. a guarded canary with a bug (simulated traffic, one request a millisecond)");
+    let clock = Arc::new(ManualClock::from_rfc3339("2026-12-01T03:00:00Z")?);
+    let store = FlagStore::new().with_clock(clock.clone());
+    let tripped = Arc::new(AtomicBool::new(false));
+    let seen = tripped.clone();
+    store.on_event(move |event| {
+        if let StoreEvent::GuardTripped(trip) = event {
+            println!("{:<38}  {trip}", "");
+            seen.store(true, Ordering::Relaxed);
+        }
+    });
+    store.apply_json(
+        json!({ "version": 1,
+            "cohorts": { "staff": { "tenants": ["tenant-00000", "tenant-00001"] } },
+            "flags": { "search-v2": {
+            "enabled": true, "bucket_by": "tenant",
+            "stages": [ { "name": "internal", "cohorts": ["staff"] },
+                        { "name": "canary", "percent": 10 } ],
+            "stage": "canary",
+            "guard": { "max_error_ratio": 2.0, "min_samples": 200, "window_secs": 60 }
+        } } })
+        .to_string(),
+    )?;
+    for i in 0..20_000 {
+        let tenant = format!("tenant-{i:05}");
+        let ctx = Context::new().tenant(&tenant);
+        let every = if store.is_enabled("search-v2", &ctx) { 10 } else { 100 };
+        let outcome = if i % every == 0 { Outcome::Error } else { Outcome::Success };
+        store.record("search-v2", &ctx, outcome);
+        clock.advance(Duration::from_millis(1));
+    }
+    let open = (0..1_000).any(|i| {
+        let tenant = format!("tenant-{i:05}");
+        let ev = store.evaluate("search-v2", &Context::new().tenant(&tenant));
+        ev.reason.label() == "canary"
+    });
+    println!("{:<38}  canary still open on this instance: {}", "", if open { "yes" } else { "no" });
+    Ok(tripped.load(Ordering::Relaxed) && !open)
 }

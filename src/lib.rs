@@ -48,6 +48,12 @@
 //! a file or a URL, with a last-known-good cache, a bootstrap document and
 //! signed documents (the [`source`] module).
 //!
+//! Observability plugs in beside evaluation: every check is counted per
+//! flag × stage × variant in per-thread shards, [`FlagStore::record`]
+//! attributes outcomes to the stage that exposed the context, a flag's
+//! [guard](config::Guard) steps a bad stage back, and every config change
+//! is a [`StoreEvent`] with its diff (the [`observe`] module).
+//!
 //! Tools sit beside the hot path: [`Snapshot::explain`] shows a decision step
 //! by step, [`diff::diff`] lists what changes between two configs, and the
 //! `flagstone` command-line tool (feature `cli`) puts both, and more, in
@@ -59,8 +65,10 @@
 //!   `ureq` (conditional GETs, gzip, timeouts, a body limit).
 //! - `signing` (off by default): the updater accepts only documents with a
 //!   detached Ed25519 signature (`ed25519-dalek`).
-//! - `tracing` (off by default): update events go to `tracing` too. Never
-//!   per evaluation.
+//! - `tracing` (off by default): update events, config changes and guard
+//!   trips go to `tracing` too. Never per evaluation.
+//! - `metrics` (off by default): [`observe::export_to_metrics`] publishes a
+//!   store's counts to the `metrics` crate's recorder.
 //! - `cli` (off by default): the `flagstone` binary (`validate`, `explain`,
 //!   `diff`, `plan`, `bucket`), with `clap`, `anyhow` and `csv`. The library
 //!   itself never depends on them.

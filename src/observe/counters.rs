@@ -3,14 +3,19 @@
 //! Every series (a flag × group × variant of evaluations, or a flag × group
 //! block of outcome cells) gets a number when a config is compiled, fixed for
 //! the life of the store. A [`Counters`] table holds one `AtomicU64` per
-//! series per shard, and a thread always adds to its own shard: two cores
-//! counting the same flag write to different cache lines, so they never
-//! contend. Reading sums the shards; that is the cold side.
+//! series per shard. Reading sums the shards; that is the cold side.
+//!
+//! Evaluation tables are *exclusive*: a thread claims a shard of its own the
+//! first time it counts (one per core, process-wide, given back when the
+//! thread ends), and as the only writer of that shard it adds with a plain
+//! load and store, not a locked read-modify-write, so two cores counting
+//! the same flag neither contend nor fence. Threads beyond the shards share
+//! one overflow shard with atomic adds. Outcome tables are *shared*: fewer
+//! shards, atomic adds.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The most shards a table has: enough for the cores of one service, few
 /// enough that memory stays `shards × series × 8` bytes.
@@ -87,9 +92,10 @@ impl Series {
     }
 }
 
-/// The counters a compiled config counts into: evaluations in one shard
-/// per core, outcomes in a quarter as many (an outcome block is 19 cells,
-/// and outcomes are recorded once per request rather than once per check).
+/// The counters a compiled config counts into: evaluations in one exclusive
+/// shard per core, outcomes in a quarter as many shared ones (an outcome
+/// block is 19 cells, and outcomes are recorded once per request rather
+/// than once per check).
 #[derive(Debug)]
 pub(crate) struct Tables {
     pub(crate) evaluations: Counters,
@@ -98,10 +104,9 @@ pub(crate) struct Tables {
 
 impl Tables {
     pub(crate) fn new(evaluation_cells: usize, outcome_cells: usize) -> Self {
-        let shards = shards();
         Self {
-            evaluations: Counters::with_shards(evaluation_cells, shards),
-            outcomes: Counters::with_shards(outcome_cells, (shards / 4).max(1)),
+            evaluations: Counters::exclusive(evaluation_cells),
+            outcomes: Counters::with_shards(outcome_cells, (shards() / 4).max(1)),
         }
     }
 }
@@ -120,6 +125,9 @@ fn shards() -> usize {
 pub(crate) struct Counters {
     shards: Box<[Shard]>,
     cells: usize,
+    /// Shards `0..shards()` belong to the threads that claimed them, and the
+    /// last one is the overflow; otherwise threads share shards.
+    exclusive: bool,
 }
 
 #[derive(Debug)]
@@ -129,9 +137,23 @@ impl Counters {
     /// A zeroed table of `cells` cells in `shards` shards (rounded up to a
     /// power of two).
     pub(crate) fn with_shards(cells: usize, shards: usize) -> Self {
-        let shards = shards.next_power_of_two();
+        Self::build(cells, shards.next_power_of_two(), false)
+    }
+
+    /// A zeroed table with a shard for each claimable shard and one for
+    /// overflow.
+    pub(crate) fn exclusive(cells: usize) -> Self {
+        Self::build(cells, shards() + 1, true)
+    }
+
+    fn build(cells: usize, shards: usize, exclusive: bool) -> Self {
         let shard = || Shard((0..cells + 2 * PAD).map(|_| AtomicU64::new(0)).collect());
-        Self { shards: (0..shards).map(|_| shard()).collect(), cells }
+        Self { shards: (0..shards).map(|_| shard()).collect(), cells, exclusive }
+    }
+
+    #[inline]
+    fn cell(&self, shard: usize, cell: u32) -> Option<&AtomicU64> {
+        self.shards.get(shard)?.0.get(PAD.saturating_add(cell as usize))
     }
 
     /// How many cells the table holds.
@@ -143,45 +165,73 @@ impl Counters {
     /// a compiled config never hands out) is ignored rather than panicking.
     #[inline]
     pub(crate) fn add(&self, cell: u32, n: u64) {
-        let shard = shard_index() & (self.shards.len() - 1);
-        if let Some(Shard(cells)) = self.shards.get(shard)
-            && let Some(counter) = cells.get(PAD + cell as usize)
+        let claimed = claimed_shard();
+        if self.exclusive
+            && let Some(shard) = claimed
         {
-            // Relaxed: a counter orders nothing; readers sum whatever has landed.
+            // This thread is the shard's only writer: a plain load and store
+            // lose nothing. Relaxed: a counter orders nothing, and a shard's
+            // next owner sees these stores through its claim (acquire).
+            if let Some(counter) = self.cell(shard, cell) {
+                counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+            }
+            return;
+        }
+        let shard = match claimed {
+            Some(shard) if !self.exclusive => shard & (self.shards.len() - 1),
+            // The overflow shard of an exclusive table; the first shard of
+            // a shared one.
+            _ if self.exclusive => self.shards.len() - 1,
+            _ => 0,
+        };
+        if let Some(counter) = self.cell(shard, cell) {
             counter.fetch_add(n, Ordering::Relaxed);
         }
     }
 
     /// The sum of a cell over the shards.
     pub(crate) fn read(&self, cell: u32) -> u64 {
-        self.shards
-            .iter()
-            .filter_map(|Shard(cells)| cells.get(PAD + cell as usize))
+        (0..self.shards.len())
+            .filter_map(|shard| self.cell(shard, cell))
             .map(|c| c.load(Ordering::Relaxed))
             .fold(0u64, u64::wrapping_add)
     }
 }
 
-/// This thread's shard number: handed out round-robin on a thread's first
-/// count, so the first threads of a process get shards of their own.
-#[inline]
-fn shard_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+/// Which shards threads own, process-wide.
+static OWNED: [AtomicBool; MAX_SHARDS] = [const { AtomicBool::new(false) }; MAX_SHARDS];
+
+/// A thread's claim on a shard, given back when the thread ends.
+struct Claim(Option<usize>);
+
+impl Claim {
+    #[cold]
+    fn new() -> Self {
+        let free = OWNED.iter().take(shards()).position(|owned| {
+            // Acquire: the previous owner's counts happen before ours.
+            owned.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        });
+        Claim(free)
     }
-    // `try_with` fails only while the thread is being torn down; shard 0 is
-    // as good as any then.
-    SHARD
-        .try_with(|shard| {
-            let mut index = shard.get();
-            if index == usize::MAX {
-                index = NEXT.fetch_add(1, Ordering::Relaxed);
-                shard.set(index);
-            }
-            index
-        })
-        .unwrap_or(0)
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(owned) = self.0.and_then(|shard| OWNED.get(shard)) {
+            // Release: our counts happen before the next owner's.
+            owned.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// The shard this thread owns, claimed on its first count; `None` when
+/// every shard is taken (or the thread is being torn down).
+#[inline]
+fn claimed_shard() -> Option<usize> {
+    thread_local! {
+        static CLAIM: Claim = Claim::new();
+    }
+    CLAIM.try_with(|claim| claim.0).ok().flatten()
 }
 
 #[cfg(test)]
@@ -203,19 +253,33 @@ mod tests {
     }
 
     #[test]
-    fn counts_from_many_threads_all_land() {
-        let counters = Counters::with_shards(4, 4);
-        std::thread::scope(|s| {
-            for _ in 0..6 {
-                s.spawn(|| {
-                    for _ in 0..1000 {
-                        counters.add(2, 1);
-                    }
-                });
-            }
-        });
-        assert_eq!(counters.read(2), 6000);
-        assert_eq!(counters.read(1), 0);
-        counters.add(99, 1); // out of range: ignored
+    fn counts_from_more_threads_than_shards_all_land() {
+        for counters in [Counters::with_shards(4, 4), Counters::exclusive(4)] {
+            // More threads than shards: some own one, the rest overflow.
+            let threads = 2 * shards() + 3;
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| {
+                        for _ in 0..1000 {
+                            counters.add(2, 1);
+                        }
+                    });
+                }
+            });
+            assert_eq!(counters.read(2), threads as u64 * 1000);
+            assert_eq!(counters.read(1), 0);
+            counters.add(99, 1); // out of range: ignored
+        }
+    }
+
+    #[test]
+    fn a_shard_passes_to_the_next_thread_with_its_counts() {
+        let counters = Counters::exclusive(1);
+        for _ in 0..(3 * MAX_SHARDS) {
+            std::thread::scope(|s| {
+                s.spawn(|| counters.add(0, 10));
+            });
+        }
+        assert_eq!(counters.read(0), 30 * MAX_SHARDS as u64);
     }
 }
