@@ -30,9 +30,13 @@ use crate::error::{Error, Problem};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Config {
+    /// The URL of the document's JSON Schema, for editors; ignored.
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
     /// The document's version; a store applies only versions newer than the
     /// newest it has applied.
     pub version: u64,
@@ -47,6 +51,7 @@ pub struct Config {
 /// A named audience: a context is in it when every listed criterion matches
 /// (AND across criteria, OR within one list).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Cohort {
@@ -70,6 +75,7 @@ pub struct Cohort {
 
 /// One flag: a kill switch, and optionally a staged rollout with variants.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Flag {
@@ -108,6 +114,7 @@ pub struct Flag {
 ///
 /// Outcomes come from [`FlagStore::record`](crate::FlagStore::record).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Guard {
@@ -128,6 +135,7 @@ pub struct Guard {
 
 /// What a tripped [`Guard`] does on the instance that saw it trip.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum GuardAction {
@@ -151,6 +159,7 @@ impl Guard {
 
 /// One step of a staged rollout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Stage {
@@ -162,6 +171,7 @@ pub struct Stage {
     /// The share of units exposed, `0..=100` with at most 3 decimals; all of
     /// the audience when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 100)))]
     pub percent: Option<f64>,
     /// An RFC 3339 time before which the stage exposes no one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,6 +180,7 @@ pub struct Stage {
 
 /// A variant and its integer weight.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Variant {
@@ -177,6 +188,19 @@ pub struct Variant {
     pub name: String,
     /// Its weight; the share is `weight / sum of weights`.
     pub weight: u32,
+}
+
+/// The JSON Schema of the config document (draft 2020-12), derived from
+/// these types; the repository keeps a copy at
+/// `schema/flagstone.schema.json` for editors.
+///
+/// The schema checks shapes, names and ranges as a document is written;
+/// rules across values (unique stage names, cohorts that exist, the current
+/// stage naming a stage) are [`Config::validate`]'s, which the store and the
+/// CLI's `validate` both run.
+#[cfg(feature = "schema")]
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default()
 }
 
 impl Config {

@@ -67,6 +67,8 @@
 //!   detached Ed25519 signature (`ed25519-dalek`).
 //! - `tracing` (off by default): update events, config changes and guard
 //!   trips go to `tracing` too. Never per evaluation.
+//! - `schema` (off by default): [`config::json_schema`], the config's JSON
+//!   Schema derived with `schemars`.
 //! - `metrics` (off by default): [`observe::export_to_metrics`] publishes a
 //!   store's counts to the `metrics` crate's recorder.
 //! - `cli` (off by default): the `flagstone` binary (`validate`, `explain`,

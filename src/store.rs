@@ -354,7 +354,12 @@ impl Shared {
         if listeners.is_empty() && !cfg!(feature = "tracing") {
             return;
         }
-        let empty = Config { version: 0, cohorts: Default::default(), flags: Default::default() };
+        let empty = Config {
+            schema: None,
+            version: 0,
+            cohorts: Default::default(),
+            flags: Default::default(),
+        };
         let before = before.unwrap_or(&empty);
         let change = ConfigChange {
             cause,

@@ -10,6 +10,8 @@ mod delivery_http;
 mod golden;
 mod observe;
 mod props;
+#[cfg(feature = "schema")]
+mod schema;
 mod semantics;
 mod store;
 mod stress;

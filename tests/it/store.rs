@@ -193,3 +193,11 @@ fn stores_are_shared_as_arc_or_static() {
     });
     assert!(reader.join().expect("thread"));
 }
+
+#[test]
+fn a_schema_reference_is_accepted_and_ignored() {
+    let doc = r#"{ "$schema": "../schema/flagstone.schema.json", "version": 1,
+                   "flags": { "a": { "enabled": true } } }"#;
+    let store = FlagStore::from_json(doc).expect("valid");
+    assert!(store.is_enabled("a", &Context::new()));
+}
