@@ -6,7 +6,7 @@
 //! current one are dropped, variant weights become cumulative, and flag keys
 //! go into a fast map. Evaluation (`eval.rs`) is then a walk over this data.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::bucket::{salt_seed, threshold, variant_seed};
@@ -72,6 +72,15 @@ pub(crate) struct Flag {
     /// The flag's counters.
     pub(crate) series: FlagSeries,
     pub(crate) guard: Option<Arc<GuardState>>,
+    /// A local override, which beats everything the config says.
+    pub(crate) forced: Option<Forced>,
+}
+
+/// A compiled [`crate::Override`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Forced {
+    pub(crate) enabled: bool,
+    pub(crate) variant: Option<&'static str>,
 }
 
 /// The counter cells of a flag, numbered by the store's [`Series`].
@@ -221,6 +230,7 @@ impl Compiled {
         config: &Config,
         slots: &mut Slots,
         mut series: Option<&mut Series>,
+        overrides: &BTreeMap<String, crate::Override>,
         store_id: u64,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -232,7 +242,7 @@ impl Compiled {
                 .collect(),
         );
 
-        let mut flags = Vec::with_capacity(config.flags.len());
+        let mut flags = Vec::with_capacity(config.flags.len() + overrides.len());
         let mut by_name = foldhash::HashMap::default();
         by_name.reserve(config.flags.len());
         let mut slot_of = Vec::with_capacity(config.flags.len());
@@ -240,7 +250,22 @@ impl Compiled {
             let index = u32::try_from(flags.len()).unwrap_or(NO_FLAG);
             by_name.insert(key.as_str().into(), index);
             slot_of.push(slots.slot(key));
-            flags.push(Flag::new(key, flag, &cohorts, series.as_deref_mut()));
+            let mut compiled = Flag::new(key, flag, &cohorts, series.as_deref_mut());
+            if let Some(value) = overrides.get(key) {
+                compiled.force(value);
+            }
+            flags.push(compiled);
+        }
+        // An override of a flag the config lacks adds it, so that a test
+        // (or a service before its first config) can force any key.
+        let plain = config::Flag::plain();
+        for (key, value) in overrides.iter().filter(|(k, _)| !config.flags.contains_key(*k)) {
+            let index = u32::try_from(flags.len()).unwrap_or(NO_FLAG);
+            by_name.insert(key.as_str().into(), index);
+            slot_of.push(slots.slot(key));
+            let mut compiled = Flag::new(key, &plain, &cohorts, series.as_deref_mut());
+            compiled.force(value);
+            flags.push(compiled);
         }
         let slot_count = slots.by_name.len();
         let mut by_slot = vec![NO_FLAG; slot_count].into_boxed_slice();
@@ -350,7 +375,7 @@ impl Compiled {
                 if let Some(counters) = &self.counters {
                     counters.evaluations.add(flag.evaluation_cell(reason, variant), 1);
                 }
-                let name = variant.and_then(|v| flag.variants.get(v)).map(|v| v.name);
+                let name = if reason.exposes() { flag.variant_name(variant) } else { None };
                 Evaluation { enabled: reason.exposes(), variant: name, reason }
             }
             Err(unknown) => {
@@ -369,7 +394,7 @@ impl Compiled {
         let counters = &counters.outcomes;
         let group = match flag.decide(ctx, &*self.clock) {
             Reason::Stage { index, .. } => 1 + index,
-            Reason::Enabled => 1,
+            Reason::Enabled | Reason::Override { enabled: true } => 1,
             _ => 0,
         };
         let Some(&block) = flag.series.outcomes.get(group) else { return };
@@ -479,7 +504,20 @@ impl Flag {
             total_weight,
             series,
             guard: flag.guard.as_ref().map(|g| Arc::new(GuardState::new(g))),
+            forced: None,
         }
+    }
+
+    /// Applies a local override: the flag now answers it, whatever the
+    /// config says (the walk starts with it; no shortcut skips it).
+    pub(crate) fn force(&mut self, value: &crate::Override) {
+        let (enabled, variant) = match value {
+            crate::Override::On => (true, None),
+            crate::Override::Off => (false, None),
+            crate::Override::Variant(name) => (true, Some(intern(name))),
+        };
+        self.forced = Some(Forced { enabled, variant });
+        self.shortcut = Shortcut::Walk;
     }
 
     /// The evaluation counter for a decision and the variant handed out.
@@ -491,7 +529,9 @@ impl Flag {
             Reason::Stage { index, .. } => {
                 CELL_EXPOSED + index * (self.variants.len() + 1) + variant.map_or(0, |v| v + 1)
             }
-            Reason::Enabled => CELL_EXPOSED + variant.map_or(0, |v| v + 1),
+            Reason::Enabled | Reason::Override { enabled: true } => {
+                CELL_EXPOSED + variant.map_or(0, |v| v + 1)
+            }
             _ => CELL_NOT_EXPOSED,
         };
         self.series.evaluations.get(cell).copied().unwrap_or(NO_FLAG)

@@ -302,6 +302,20 @@ fn check_values(path: &str, values: &[String], problems: &mut Vec<Problem>) {
 }
 
 impl Flag {
+    /// An enabled flag with nothing else: on for everyone.
+    pub(crate) fn plain() -> Self {
+        Flag {
+            enabled: true,
+            salt: None,
+            bucket_by: None,
+            exclude: Vec::new(),
+            stages: Vec::new(),
+            stage: None,
+            variants: Vec::new(),
+            guard: None,
+        }
+    }
+
     /// The salt of bucketing: `salt`, or the flag key when absent.
     pub fn salt_or<'a>(&'a self, key: &'a str) -> &'a str {
         self.salt.as_deref().unwrap_or(key)

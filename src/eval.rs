@@ -62,6 +62,12 @@ pub enum Reason<'a> {
     },
     /// No stage in effect exposes the context: off.
     NotExposed,
+    /// A local override ([`FlagStore::set_override`](crate::FlagStore::set_override))
+    /// beats the config.
+    Override {
+        /// Whether the override turns the flag on.
+        enabled: bool,
+    },
 }
 
 impl Reason<'_> {
@@ -69,7 +75,7 @@ impl Reason<'_> {
     /// exposed by a stage.
     #[inline]
     pub(crate) fn exposes(&self) -> bool {
-        matches!(self, Reason::Enabled | Reason::Stage { .. })
+        matches!(self, Reason::Enabled | Reason::Stage { .. } | Reason::Override { enabled: true })
     }
 
     /// A short label: the stage's name, or `unknown`, `off`, `excluded`,
@@ -82,6 +88,7 @@ impl Reason<'_> {
             Reason::Enabled => "on",
             Reason::Stage { name, .. } => name,
             Reason::NotExposed => "not-exposed",
+            Reason::Override { .. } => "override",
         }
     }
 }
@@ -95,6 +102,8 @@ impl fmt::Display for Reason<'_> {
             Reason::Enabled => f.write_str("enabled for everyone"),
             Reason::Stage { index, name } => write!(f, "exposed by stage {name:?} (#{index})"),
             Reason::NotExposed => f.write_str("not exposed by any stage in effect"),
+            Reason::Override { enabled: true } => f.write_str("overridden on locally"),
+            Reason::Override { enabled: false } => f.write_str("overridden off locally"),
         }
     }
 }
@@ -121,6 +130,9 @@ impl Flag {
         clock: &dyn Clock,
         trace: &mut T,
     ) -> Reason<'static> {
+        if let Some(forced) = &self.forced {
+            return Reason::Override { enabled: forced.enabled };
+        }
         if !self.enabled {
             return Reason::KillSwitch;
         }
@@ -227,7 +239,16 @@ impl Flag {
     /// The variant of an exposed context.
     #[inline]
     fn variant_of(&self, ctx: &Context<'_>) -> Option<&'static str> {
-        self.variant_at(ctx).and_then(|i| self.variants.get(i)).map(|v| v.name)
+        self.variant_name(self.variant_at(ctx))
+    }
+
+    /// The name of the variant of an exposed context, given its position.
+    #[inline]
+    pub(crate) fn variant_name(&self, at: Option<usize>) -> Option<&'static str> {
+        if let Some(forced) = &self.forced {
+            return forced.variant;
+        }
+        at.and_then(|i| self.variants.get(i)).map(|v| v.name)
     }
 
     /// The position of the variant of an exposed context.

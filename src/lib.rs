@@ -95,6 +95,7 @@ mod explain;
 pub mod observe;
 pub mod source;
 mod store;
+pub mod testing;
 
 pub use bucket::{BUCKETS, bucket, variant_index};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -106,4 +107,4 @@ pub use observe::{Metrics, Outcome, StoreEvent};
 pub use source::{
     Origin, Refreshed, Serving, SourceError, UpdateError, UpdateEvent, Updater, UpdaterBuilder,
 };
-pub use store::{FlagHandle, FlagStore, HISTORY, Snapshot};
+pub use store::{FlagHandle, FlagStore, HISTORY, Override, Snapshot};

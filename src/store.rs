@@ -5,7 +5,7 @@
 //! version, and `store` it. The last [`HISTORY`] applied snapshots are kept
 //! for [`FlagStore::rollback`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -73,6 +73,23 @@ struct Writer {
     newest: Option<u64>,
     clock: Arc<dyn Clock>,
     observe: Observe,
+    /// Local overrides, applied to every config compiled from now on.
+    overrides: BTreeMap<String, Override>,
+}
+
+/// A local answer for a flag that beats the pushed config, set with
+/// [`FlagStore::set_override`]: for tests, for an operator pinning a flag on
+/// one instance, or for a service before its first config arrives.
+/// Evaluations show it as [`Reason::Override`](crate::Reason::Override).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Override {
+    /// On for everyone.
+    On,
+    /// Off for everyone.
+    Off,
+    /// On for everyone, with this variant.
+    Variant(String),
 }
 
 /// An applied config: compiled, and as written (for change events).
@@ -94,6 +111,7 @@ impl FlagStore {
             newest: None,
             clock,
             observe: Observe::new(),
+            overrides: BTreeMap::new(),
         };
         let empty = Compiled::empty(id, writer.clock.clone());
         let shared = Shared {
@@ -189,15 +207,7 @@ impl FlagStore {
     #[cold]
     fn install(&self, config: &Config, mut writer: MutexGuard<'_, Writer>) -> u64 {
         let w = &mut *writer;
-        let mut compiled = Compiled::new(
-            config,
-            &mut w.slots,
-            w.observe.series(),
-            self.shared.id,
-            w.clock.clone(),
-        );
-        compiled.counters = w.observe.tables();
-        compiled.start_guards();
+        let compiled = self.compile(config, w);
         let applied = Applied { compiled: Arc::new(compiled), config: Arc::new(config.clone()) };
         w.newest = Some(w.newest.map_or(config.version, |n| n.max(config.version)));
         let before = w.history.back().map(|a| a.config.clone());
@@ -211,6 +221,90 @@ impl FlagStore {
         config.version
     }
 
+    #[cold]
+    fn compile(&self, config: &Config, w: &mut Writer) -> Compiled {
+        let mut compiled = Compiled::new(
+            config,
+            &mut w.slots,
+            w.observe.series(),
+            &w.overrides,
+            self.shared.id,
+            w.clock.clone(),
+        );
+        compiled.counters = w.observe.tables();
+        compiled.start_guards();
+        compiled
+    }
+
+    /// Sets a local override of `flag`: from now on, on this store, it beats
+    /// whatever the config says (and whatever configs are pushed later),
+    /// until [`FlagStore::clear_override`]. A flag the config lacks is added.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use flagstone::{Context, FlagStore, Override, Reason};
+    ///
+    /// let store = FlagStore::from_json(r#"{ "version": 1, "flags": { "beta": { "enabled": false } } }"#)?;
+    /// store.set_override("beta", Override::Variant("treatment".into()));
+    /// let ev = store.evaluate("beta", &Context::new());
+    /// assert_eq!((ev.enabled, ev.variant), (true, Some("treatment")));
+    /// assert_eq!(ev.reason, Reason::Override { enabled: true });
+    /// store.clear_override("beta");
+    /// assert!(!store.is_enabled("beta", &Context::new()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_override(&self, flag: &str, value: Override) {
+        let mut writer = self.writer();
+        writer.overrides.insert(flag.to_owned(), value);
+        self.recompile_serving(writer);
+    }
+
+    /// Removes the local override of `flag`; the config answers again.
+    pub fn clear_override(&self, flag: &str) {
+        let mut writer = self.writer();
+        if writer.overrides.remove(flag).is_some() {
+            self.recompile_serving(writer);
+        }
+    }
+
+    /// Removes every local override.
+    pub fn clear_overrides(&self) {
+        let mut writer = self.writer();
+        if !writer.overrides.is_empty() {
+            writer.overrides.clear();
+            self.recompile_serving(writer);
+        }
+    }
+
+    /// The local overrides in force, by flag key.
+    pub fn overrides(&self) -> BTreeMap<String, Override> {
+        self.writer().overrides.clone()
+    }
+
+    /// Compiles the serving config again (with the overrides as they are
+    /// now), keeping its version.
+    #[cold]
+    fn recompile_serving(&self, mut writer: MutexGuard<'_, Writer>) {
+        let w = &mut *writer;
+        let config = match w.history.back() {
+            Some(applied) => applied.config.clone(),
+            None => Arc::new(Config {
+                schema: None,
+                version: 0,
+                cohorts: Default::default(),
+                flags: Default::default(),
+            }),
+        };
+        let compiled = Arc::new(self.compile(&config, w));
+        // An empty store with overrides has no history: the override's
+        // snapshot is served without entering it.
+        if let Some(applied) = w.history.back_mut() {
+            applied.compiled = compiled.clone();
+        }
+        self.shared.current.store(compiled);
+    }
+
     /// Steps back to the previously applied config; returns its version.
     ///
     /// Fails, changing nothing, when no earlier config is kept.
@@ -222,8 +316,13 @@ impl FlagStore {
         let dropped = writer.history.pop_back().ok_or_else(Error::no_history)?;
         let previous = writer.history.back().cloned().ok_or_else(Error::no_history)?;
         let version = previous.compiled.version;
-        self.shared.current.store(previous.compiled);
-        drop(writer);
+        if writer.overrides.is_empty() {
+            self.shared.current.store(previous.compiled);
+            drop(writer);
+        } else {
+            // Overrides set since that config was compiled still hold.
+            self.recompile_serving(writer);
+        }
         self.shared.changed(ChangeCause::RolledBack, Some(&dropped.config), &previous.config);
         Ok(version)
     }

@@ -9,6 +9,7 @@ mod delivery;
 mod delivery_http;
 mod golden;
 mod observe;
+mod overrides;
 mod props;
 #[cfg(feature = "schema")]
 mod schema;
