@@ -69,6 +69,8 @@
 //!   trips go to `tracing` too. Never per evaluation.
 //! - `schema` (off by default): [`config::json_schema`], the config's JSON
 //!   Schema derived with `schemars`.
+//! - `openfeature` (off by default): an OpenFeature provider
+//!   ([`integrations::openfeature`], `open-feature` 0.3).
 //! - `metrics` (off by default): [`observe::export_to_metrics`] publishes a
 //!   store's counts to the `metrics` crate's recorder.
 //! - `cli` (off by default): the `flagstone` binary (`validate`, `explain`,
@@ -92,6 +94,7 @@ pub mod diff;
 mod error;
 mod eval;
 mod explain;
+pub mod integrations;
 pub mod observe;
 pub mod source;
 mod store;

@@ -602,6 +602,14 @@ impl Snapshot {
         self.compiled.explain(flag, ctx)
     }
 
+    /// Whether stage `index` of `flag` has cohorts and whether it has a
+    /// percentage, for integrations that name how a stage decided.
+    #[cfg_attr(not(feature = "openfeature"), allow(dead_code))]
+    pub(crate) fn stage_shape(&self, flag: &str, index: usize) -> Option<(bool, bool)> {
+        let stage = self.compiled.by_name(flag)?.stages.as_deref()?.get(index)?;
+        Some((!stage.cohorts.is_empty(), stage.threshold != crate::compile::NO_PERCENT))
+    }
+
     /// Whether `ctx` is in the cohort named `cohort`; `None` when this
     /// config has no such cohort.
     pub fn in_cohort(&self, cohort: &str, ctx: &Context<'_>) -> Option<bool> {

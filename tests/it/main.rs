@@ -9,6 +9,8 @@ mod delivery;
 mod delivery_http;
 mod golden;
 mod observe;
+#[cfg(feature = "openfeature")]
+mod openfeature;
 mod overrides;
 mod props;
 #[cfg(feature = "schema")]

@@ -1,0 +1,231 @@
+//! An [OpenFeature](https://openfeature.dev) provider over a [`FlagStore`]
+//! (feature `openfeature`, `open-feature` 0.3).
+//!
+//! - `resolve_bool_value`: the flag on or off.
+//! - `resolve_string_value`: the variant an exposed context gets; an error
+//!   (so the client returns the application's default) for a context that
+//!   gets none.
+//! - Reasons: `Disabled` for the kill switch, `Split` for a stage with a
+//!   percentage, `TargetingMatch` for a stage of cohorts (and for an
+//!   exclusion), `Static` for a flag on for everyone, `Default` when no
+//!   stage exposes the context, `Other("override")` for a local override,
+//!   and an error with `FlagNotFound` for an unknown flag.
+//! - Flag metadata: `stage` (the exposing stage, or the group label) and
+//!   `version` (of the config).
+//!
+//! The evaluation context maps as: `targeting_key` → user; custom fields
+//! `tenant`, `region` and `user` → the same; any other field → an attribute
+//! (numbers and booleans as their text, as a config lists them).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use flagstone::FlagStore;
+//! use flagstone::integrations::openfeature::FlagstoneProvider;
+//! use open_feature::{EvaluationContext, OpenFeature};
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let store = Arc::new(FlagStore::from_json(r#"{ "version": 1, "flags": {
+//!     "new-checkout": { "enabled": true } } }"#)?);
+//! let mut api = OpenFeature::default(); // or OpenFeature::singleton_mut().await
+//! api.set_provider(FlagstoneProvider::new(store)).await;
+//! let client = api.create_client();
+//! let ctx = EvaluationContext::default().with_targeting_key("u-42").with_custom_field("tenant", "acme");
+//! let on = client.get_bool_value("new-checkout", Some(&ctx), None).await;
+//! assert_eq!(on.ok(), Some(true));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use open_feature::provider::{
+    FeatureProvider, ProviderMetadata, ProviderStatus, ResolutionDetails,
+};
+use open_feature::{
+    EvaluationContext, EvaluationContextFieldValue, EvaluationError, EvaluationErrorCode,
+    EvaluationReason, EvaluationResult, FlagMetadata, StructValue,
+};
+
+use crate::{Context, Evaluation, FlagStore, Reason, Snapshot};
+
+/// An OpenFeature provider answering from a [`FlagStore`].
+#[derive(Debug, Clone)]
+pub struct FlagstoneProvider {
+    store: Arc<FlagStore>,
+    metadata: ProviderMetadata,
+}
+
+impl FlagstoneProvider {
+    /// A provider over `store` (keep a clone of the `Arc` to apply configs).
+    pub fn new(store: Arc<FlagStore>) -> Self {
+        Self { store, metadata: ProviderMetadata::new("flagstone") }
+    }
+
+    /// Evaluates `flag` for an OpenFeature context, with the snapshot used.
+    fn evaluate(&self, flag: &str, context: &EvaluationContext) -> (Snapshot, Details) {
+        let snapshot = self.store.snapshot();
+        let owned = OwnedFields::new(context);
+        let ev = snapshot.evaluate(flag, &owned.context());
+        let details = Details::new(&snapshot, flag, ev);
+        (snapshot, details)
+    }
+}
+
+/// What the two resolutions share.
+struct Details {
+    enabled: bool,
+    variant: Option<String>,
+    reason: Result<EvaluationReason, EvaluationError>,
+    metadata: FlagMetadata,
+}
+
+impl Details {
+    fn new(snapshot: &Snapshot, flag: &str, ev: Evaluation<'_>) -> Self {
+        let reason = match ev.reason {
+            Reason::UnknownFlag => Err(EvaluationError {
+                code: EvaluationErrorCode::FlagNotFound,
+                message: Some(format!("no flag {flag:?} in config version {}", snapshot.version())),
+            }),
+            Reason::KillSwitch => Ok(EvaluationReason::Disabled),
+            Reason::Excluded { .. } => Ok(EvaluationReason::TargetingMatch),
+            Reason::Enabled => Ok(EvaluationReason::Static),
+            Reason::Stage { index, .. } => Ok(match snapshot.stage_shape(flag, index) {
+                Some((_, true)) => EvaluationReason::Split,
+                Some((true, false)) => EvaluationReason::TargetingMatch,
+                _ => EvaluationReason::Static,
+            }),
+            Reason::NotExposed => Ok(EvaluationReason::Default),
+            Reason::Override { .. } => Ok(EvaluationReason::Other("override".to_owned())),
+        };
+        let version = i64::try_from(snapshot.version()).unwrap_or(i64::MAX);
+        let metadata = FlagMetadata::default()
+            .with_value("stage", ev.reason.label())
+            .with_value("version", version);
+        Self { enabled: ev.enabled, variant: ev.variant.map(str::to_owned), reason, metadata }
+    }
+}
+
+/// The fields of an OpenFeature context as strings a [`Context`] borrows.
+struct OwnedFields<'c> {
+    user: Option<&'c str>,
+    fields: Vec<(&'c str, Cow<'c, str>)>,
+}
+
+impl<'c> OwnedFields<'c> {
+    fn new(context: &'c EvaluationContext) -> Self {
+        let fields = context
+            .custom_fields
+            .iter()
+            .filter_map(|(key, value)| {
+                let text = match value {
+                    EvaluationContextFieldValue::String(s) => Cow::Borrowed(s.as_str()),
+                    EvaluationContextFieldValue::Bool(b) => Cow::Owned(b.to_string()),
+                    EvaluationContextFieldValue::Int(i) => Cow::Owned(i.to_string()),
+                    EvaluationContextFieldValue::Float(f) => Cow::Owned(f.to_string()),
+                    // Times and structures have no text a config could list.
+                    _ => return None,
+                };
+                Some((key.as_str(), text))
+            })
+            .collect();
+        Self { user: context.targeting_key.as_deref(), fields }
+    }
+
+    fn context(&self) -> Context<'_> {
+        let mut ctx = Context::new();
+        if let Some(user) = self.user {
+            ctx = ctx.user(user);
+        }
+        for (key, value) in &self.fields {
+            match *key {
+                "tenant" => ctx = ctx.tenant(value),
+                "region" => ctx = ctx.region(value),
+                "user" if self.user.is_none() => ctx = ctx.user(value),
+                key => ctx.set_attr(key, value),
+            }
+        }
+        ctx
+    }
+}
+
+fn type_mismatch(flag: &str, what: &str) -> EvaluationError {
+    EvaluationError {
+        code: EvaluationErrorCode::TypeMismatch,
+        message: Some(format!("flag {flag:?} resolves to on/off and a variant, not {what}")),
+    }
+}
+
+#[open_feature::async_trait]
+impl FeatureProvider for FlagstoneProvider {
+    fn metadata(&self) -> &ProviderMetadata {
+        &self.metadata
+    }
+
+    fn status(&self) -> ProviderStatus {
+        ProviderStatus::Ready
+    }
+
+    async fn resolve_bool_value(
+        &self,
+        flag_key: &str,
+        evaluation_context: &EvaluationContext,
+    ) -> EvaluationResult<ResolutionDetails<bool>> {
+        let (_, d) = self.evaluate(flag_key, evaluation_context);
+        let reason = d.reason?;
+        Ok(ResolutionDetails {
+            value: d.enabled,
+            variant: d.variant,
+            reason: Some(reason),
+            flag_metadata: Some(d.metadata),
+        })
+    }
+
+    async fn resolve_string_value(
+        &self,
+        flag_key: &str,
+        evaluation_context: &EvaluationContext,
+    ) -> EvaluationResult<ResolutionDetails<String>> {
+        let (_, d) = self.evaluate(flag_key, evaluation_context);
+        let reason = d.reason?;
+        let Some(variant) = d.variant else {
+            return Err(EvaluationError {
+                code: EvaluationErrorCode::General(format!(
+                    "flag {flag_key:?} gives this context no variant ({reason})"
+                )),
+                message: Some("the context is not exposed, or the flag has no variants".into()),
+            });
+        };
+        Ok(ResolutionDetails {
+            value: variant.clone(),
+            variant: Some(variant),
+            reason: Some(reason),
+            flag_metadata: Some(d.metadata),
+        })
+    }
+
+    async fn resolve_int_value(
+        &self,
+        flag_key: &str,
+        _: &EvaluationContext,
+    ) -> EvaluationResult<ResolutionDetails<i64>> {
+        Err(type_mismatch(flag_key, "an integer"))
+    }
+
+    async fn resolve_float_value(
+        &self,
+        flag_key: &str,
+        _: &EvaluationContext,
+    ) -> EvaluationResult<ResolutionDetails<f64>> {
+        Err(type_mismatch(flag_key, "a float"))
+    }
+
+    async fn resolve_struct_value(
+        &self,
+        flag_key: &str,
+        _: &EvaluationContext,
+    ) -> EvaluationResult<ResolutionDetails<StructValue>> {
+        Err(type_mismatch(flag_key, "a structure"))
+    }
+}
