@@ -142,6 +142,102 @@ impl fmt::Debug for DebugAttrs<'_, '_> {
     }
 }
 
+/// A [`Context`] that owns its strings: for contexts that outlive the data
+/// they came from (a request's extensions, a population file, a queue).
+/// Borrow it with [`ContextBuf::as_context`] to check flags.
+///
+/// # Example
+///
+/// ```
+/// use flagstone::{ContextBuf, FlagStore};
+///
+/// let store = FlagStore::from_json(r#"{ "version": 1, "flags": { "a": { "enabled": true } } }"#)?;
+/// let owned = ContextBuf::new().tenant("acme").attr("plan", "pro");
+/// assert!(store.is_enabled("a", &owned.as_context()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContextBuf {
+    tenant: Option<String>,
+    region: Option<String>,
+    user: Option<String>,
+    attrs: Vec<(String, String)>,
+}
+
+impl ContextBuf {
+    /// An empty context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the tenant.
+    #[must_use]
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Sets the region.
+    #[must_use]
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Sets the user.
+    #[must_use]
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Sets an attribute (the last value set for a key wins).
+    #[must_use]
+    pub fn attr(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.set_attr(key, value);
+        self
+    }
+
+    /// Sets an attribute in place.
+    pub fn set_attr(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        let (key, value) = (key.into(), value.into());
+        match self.attrs.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.attrs.push((key, value)),
+        }
+    }
+
+    /// The context, borrowed: what checks take. Does not allocate for up
+    /// to [`INLINE_ATTRIBUTES`] attributes.
+    pub fn as_context(&self) -> Context<'_> {
+        let mut ctx = Context::new();
+        if let Some(t) = &self.tenant {
+            ctx = ctx.tenant(t);
+        }
+        if let Some(r) = &self.region {
+            ctx = ctx.region(r);
+        }
+        if let Some(u) = &self.user {
+            ctx = ctx.user(u);
+        }
+        for (k, v) in &self.attrs {
+            ctx.set_attr(k, v);
+        }
+        ctx
+    }
+}
+
+impl From<&Context<'_>> for ContextBuf {
+    fn from(ctx: &Context<'_>) -> Self {
+        Self {
+            tenant: ctx.get_tenant().map(str::to_owned),
+            region: ctx.get_region().map(str::to_owned),
+            user: ctx.get_user().map(str::to_owned),
+            attrs: ctx.attrs().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +253,18 @@ mod tests {
             assert_eq!(ctx.get_attr(k), Some(k.as_str()));
         }
         assert_eq!(ctx.attrs().count(), 12);
+    }
+
+    #[test]
+    fn an_owned_context_borrows_back_to_the_same_context() {
+        let ctx = Context::new().tenant("t").region("r").user("u").attr("a", "1").attr("b", "2");
+        let owned = ContextBuf::from(&ctx).attr("a", "3");
+        let back = owned.as_context();
+        assert_eq!(
+            (back.get_tenant(), back.get_region(), back.get_user()),
+            (Some("t"), Some("r"), Some("u"))
+        );
+        assert_eq!(back.attrs().collect::<Vec<_>>(), [("a", "3"), ("b", "2")]);
     }
 
     #[test]

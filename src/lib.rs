@@ -102,7 +102,7 @@ pub mod testing;
 
 pub use bucket::{BUCKETS, bucket, variant_index};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use context::{Context, INLINE_ATTRIBUTES};
+pub use context::{Context, ContextBuf, INLINE_ATTRIBUTES};
 pub use error::{Error, Problem};
 pub use eval::{Evaluation, Reason, StageVerdict};
 pub use explain::{CohortCheck, Explanation, StageCheck};

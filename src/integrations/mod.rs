@@ -4,3 +4,5 @@
 
 #[cfg(feature = "openfeature")]
 pub mod openfeature;
+#[cfg(feature = "tower")]
+pub mod tower;

@@ -2,6 +2,8 @@
 //! concern.
 
 mod alloc_free;
+#[cfg(feature = "tower")]
+mod axum_service;
 #[cfg(feature = "cli")]
 mod cli;
 mod delivery;
