@@ -54,6 +54,10 @@
 //! [guard](config::Guard) steps a bad stage back, and every config change
 //! is a [`StoreEvent`] with its diff (the [`observe`] module).
 //!
+//! Integrations meet services where they are: an OpenFeature provider and a
+//! tower layer ([`integrations`]), and [`testing`] for flags in tests
+//! without a config file ([`FlagStore::set_override`] on a live store).
+//!
 //! Tools sit beside the hot path: [`Snapshot::explain`] shows a decision step
 //! by step, [`diff::diff`] lists what changes between two configs, and the
 //! `flagstone` command-line tool (feature `cli`) puts both, and more, in
@@ -69,6 +73,8 @@
 //!   trips go to `tracing` too. Never per evaluation.
 //! - `schema` (off by default): [`config::json_schema`], the config's JSON
 //!   Schema derived with `schemars`.
+//! - `tower` (off by default): [`integrations::tower::FlagsLayer`], which
+//!   gives each request a snapshot and its context (`tower`, `http`).
 //! - `openfeature` (off by default): an OpenFeature provider
 //!   ([`integrations::openfeature`], `open-feature` 0.3).
 //! - `metrics` (off by default): [`observe::export_to_metrics`] publishes a
