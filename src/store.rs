@@ -137,7 +137,11 @@ impl FlagStore {
     pub fn with_clock(self, clock: impl Clock) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(clock);
         self.writer().clock = clock.clone();
-        self.recompile(|c| c.clock = clock.clone());
+        self.recompile(|c| {
+            c.clock = clock.clone();
+            // Guards sample by the clock: their windows start again on it.
+            c.start_guards();
+        });
         self
     }
 

@@ -434,3 +434,20 @@ fn counts_export_to_the_metrics_crate_with_opentelemetry_names() {
         .expect("exported");
     assert_eq!(errors.1, DebugValue::Counter(1));
 }
+
+#[test]
+fn a_clock_given_after_the_config_restarts_the_guards_on_it() {
+    // The config is applied on the system clock, then a manual clock set
+    // in the past replaces it: the guard must check on the new clock.
+    let store = FlagStore::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    store.on_event(move |e| sink.lock().expect("not poisoned").push(e.clone()));
+    store
+        .apply_json(GUARDED.replace("MIN", "500").replace("ACTION", "rollback_stage"))
+        .expect("valid");
+    let clock = Arc::new(ManualClock::new(1_000_000_000_000));
+    let store = store.with_clock(clock.clone());
+    traffic(&store, &clock, 20_000, 5);
+    assert_eq!(trips(&events).len(), 1);
+}
