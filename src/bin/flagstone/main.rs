@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use flagstone::config::{Cohort, Config, Flag};
-use flagstone::{Clock, FlagStore, ManualClock, StageVerdict, SystemClock};
+use flagstone::{Clock, ContextBuf, FlagStore, ManualClock, StageVerdict, SystemClock};
 use serde_json::json;
 
 use out::{Style, Table, percent};
@@ -136,7 +136,19 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { files, json } => validate(&files, json, style),
         Command::Explain { file, flag, tenant, region, user, attrs, at, json } => {
-            let unit = population::Unit { tenant, region, user, attrs };
+            let mut unit = ContextBuf::new();
+            if let Some(tenant) = tenant {
+                unit = unit.tenant(tenant);
+            }
+            if let Some(region) = region {
+                unit = unit.region(region);
+            }
+            if let Some(user) = user {
+                unit = unit.user(user);
+            }
+            for (key, value) in attrs {
+                unit.set_attr(key, value);
+            }
             explain(&file, &flag, &unit, at.as_deref(), json, style)
         }
         Command::Diff { old, new, population, at, json } => {
@@ -264,23 +276,24 @@ fn validate(files: &[PathBuf], as_json: bool, style: Style) -> anyhow::Result<Ex
 fn explain(
     file: &Path,
     flag: &str,
-    unit: &population::Unit,
+    unit: &ContextBuf,
     at: Option<&str>,
     as_json: bool,
     style: Style,
 ) -> anyhow::Result<ExitCode> {
     let config = load(file)?;
     let store = store(&config, at)?;
-    let why = store.snapshot().explain(flag, &unit.context());
+    let ctx = unit.as_context();
+    let why = store.snapshot().explain(flag, &ctx);
     if as_json {
         print_json(&serde_json::to_value(&why)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let who: Vec<String> =
-        [("tenant", &unit.tenant), ("region", &unit.region), ("user", &unit.user)]
+        [("tenant", ctx.get_tenant()), ("region", ctx.get_region()), ("user", ctx.get_user())]
             .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
-            .chain(unit.attrs.iter().map(|(k, v)| format!("{k}={v}")))
+            .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+            .chain(ctx.attrs().map(|(k, v)| format!("{k}={v}")))
             .collect();
     println!(
         "{} for {} (config version {}{})",
@@ -470,7 +483,7 @@ fn diff(
                 let mut flips = Flips::default();
                 let (mut was_on, mut is_on) = (0, 0);
                 for unit in &units {
-                    let ctx = unit.context();
+                    let ctx = unit.as_context();
                     let (b, a) = (before.is_enabled(key, &ctx), after.is_enabled(key, &ctx));
                     was_on += usize::from(b);
                     is_on += usize::from(a);
@@ -487,7 +500,7 @@ fn diff(
                     bump(
                         flips
                             .by_region
-                            .entry(unit.region.clone().unwrap_or_else(|| "(none)".into()))
+                            .entry(ctx.get_region().unwrap_or("(none)").to_owned())
                             .or_default(),
                     );
                     for cohort in &cohorts {
