@@ -301,7 +301,8 @@ fn main() -> Result<(), Box<dyn Error>> {
 fn guarded_canary() -> Result<bool, Box<dyn Error>> {
     println!("\n11. a guarded canary with a bug (simulated traffic, one request a millisecond)");
     let clock = Arc::new(ManualClock::from_rfc3339("2026-12-01T03:00:00Z")?);
-    let store = FlagStore::new().with_clock(clock.clone());
+    // The simulation moves the clock itself, so it says when guards look.
+    let store = FlagStore::new().with_clock(clock.clone()).with_manual_guard_checks();
     let tripped = Arc::new(AtomicBool::new(false));
     let seen = tripped.clone();
     store.on_event(move |event| {
@@ -329,6 +330,9 @@ fn guarded_canary() -> Result<bool, Box<dyn Error>> {
         let outcome = if i % every == 0 { Outcome::Error } else { Outcome::Success };
         store.record("search-v2", &ctx, outcome);
         clock.advance(Duration::from_millis(1));
+        if i % 100 == 0 {
+            store.check_guards();
+        }
     }
     let open = (0..1_000).any(|i| {
         let tenant = format!("tenant-{i:05}");

@@ -7,18 +7,20 @@
 //! go into a fast map. Evaluation (`eval.rs`) is then a walk over this data.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::bucket::{salt_seed, threshold, variant_seed};
 use crate::clock::{Clock, parse_rfc3339_millis};
-use crate::config::{self, Config, GuardAction};
+use crate::config::{self, GuardAction};
 use crate::context::Context;
 use crate::eval::{Evaluation, Reason};
+use crate::observe::GuardTrip;
 use crate::observe::counters::{
-    ERRORS, Group, LATENCY_BUCKET_0, LATENCY_SUM, SUCCESSES, Series, SeriesKey, Tables,
+    ERRORS, Group, LATENCY_BUCKET_0, LATENCY_SUM, Numbering, SUCCESSES, SeriesKey, Tables,
 };
 use crate::observe::guard::GuardState;
 use crate::observe::{Outcome, latency_bucket};
+use crate::retained::Retained;
 
 /// A stage without a percentage exposes all of its audience.
 pub(crate) const NO_PERCENT: u32 = u32::MAX;
@@ -36,6 +38,9 @@ pub(crate) struct Compiled {
     pub(crate) version: u64,
     /// Which store's slots `by_slot` is indexed by (handles check it).
     pub(crate) store_id: u64,
+    /// The store's slot epoch when this config was compiled: a handle whose
+    /// slot was given out later looks its key up instead.
+    pub(crate) slot_epoch: u64,
     pub(crate) flags: Box<[Flag]>,
     /// Flag index, or [`ABSENT`] with the `unknown` counter of a key the
     /// store knows but this config lacks.
@@ -54,7 +59,7 @@ pub(crate) struct Compiled {
 /// A flag in evaluation form.
 #[derive(Clone, Debug)]
 pub(crate) struct Flag {
-    pub(crate) key: &'static str,
+    pub(crate) key: Arc<str>,
     /// What `is_enabled` can answer without walking the stages.
     pub(crate) shortcut: Shortcut,
     pub(crate) enabled: bool,
@@ -83,7 +88,7 @@ pub(crate) struct Forced {
     pub(crate) variant: Option<&'static str>,
 }
 
-/// The counter cells of a flag, numbered by the store's [`Series`].
+/// The counter cells of a flag, numbered by the store's [`Numbering`].
 ///
 /// Evaluations: `off`, `excluded`, `not-exposed`, then for each exposure
 /// group (each stage, or the one group of a flag without stages) no variant
@@ -160,6 +165,9 @@ impl Unit {
 #[derive(Clone, Debug)]
 pub(crate) struct Cohort {
     pub(crate) name: &'static str,
+    /// The config it was compiled from: an identical one in the next
+    /// version shares this compiled form.
+    source: Arc<config::Cohort>,
     pub(crate) tenants: Option<NameSet>,
     pub(crate) users: Option<NameSet>,
     pub(crate) regions: Option<NameSet>,
@@ -194,17 +202,120 @@ impl NameSet {
     }
 }
 
-/// Flag keys numbered for the life of a store, so that a [`crate::FlagHandle`]
-/// finds its flag in any snapshot by index instead of by hashing its key.
+/// Flag keys numbered for a store, so that a [`crate::FlagHandle`] finds its
+/// flag in any snapshot by index instead of by hashing its key.
+///
+/// A key keeps its slot while a kept config, a live handle or an override
+/// holds it; then the slot is freed, so a store that sees a new key in
+/// every push does not grow with every key it ever saw. A freed slot given
+/// to another key bumps the epoch: snapshots compiled before that search a
+/// handle's key instead of trusting its slot.
 #[derive(Debug, Default)]
 pub(crate) struct Slots {
-    by_name: HashMap<Box<str>, u32>,
+    by_name: foldhash::HashMap<Arc<str>, u32>,
+    entries: Vec<Option<SlotEntry>>,
+    free: Vec<u32>,
+    pub(crate) epoch: u64,
+}
+
+#[derive(Debug)]
+struct SlotEntry {
+    key: Arc<str>,
+    /// How many kept configs have the key.
+    held: u32,
+    /// The handles' shared part, while one lives.
+    handle: Weak<HandleSlot>,
+    /// The epoch the slot was given to this key at.
+    epoch: u64,
+}
+
+/// What the handles of one key share: its slot and key.
+#[derive(Debug)]
+pub(crate) struct HandleSlot {
+    pub(crate) slot: u32,
+    pub(crate) epoch: u64,
+    pub(crate) key: Arc<str>,
 }
 
 impl Slots {
+    /// The slot of `name`, given out now if it has none.
     pub(crate) fn slot(&mut self, name: &str) -> u32 {
-        let next = u32::try_from(self.by_name.len()).unwrap_or(NO_FLAG);
-        *self.by_name.entry(name.into()).or_insert(next)
+        if let Some(&slot) = self.by_name.get(name) {
+            return slot;
+        }
+        let key: Arc<str> = name.into();
+        let (slot, epoch) = match self.free.pop() {
+            Some(slot) => {
+                self.epoch += 1;
+                (slot, self.epoch)
+            }
+            None => (u32::try_from(self.entries.len()).unwrap_or(NO_FLAG), self.epoch),
+        };
+        let entry = SlotEntry { key: key.clone(), held: 0, handle: Weak::new(), epoch };
+        match self.entries.get_mut(slot as usize) {
+            Some(free) => *free = Some(entry),
+            None => self.entries.push(Some(entry)),
+        }
+        self.by_name.insert(key, slot);
+        slot
+    }
+
+    /// The shared part of a handle to `name`.
+    pub(crate) fn handle(&mut self, name: &str) -> Arc<HandleSlot> {
+        let slot = self.slot(name);
+        let Some(Some(entry)) = self.entries.get_mut(slot as usize) else {
+            // Unreachable: `slot` just made the entry. A handle that finds
+            // nothing is still correct (it searches by key).
+            return Arc::new(HandleSlot { slot: NO_FLAG, epoch: u64::MAX, key: name.into() });
+        };
+        if let Some(shared) = entry.handle.upgrade() {
+            return shared;
+        }
+        let shared = Arc::new(HandleSlot { slot, epoch: entry.epoch, key: entry.key.clone() });
+        entry.handle = Arc::downgrade(&shared);
+        shared
+    }
+
+    /// The store's one copy of a key, shared by every config compiled.
+    fn key(&self, slot: u32) -> Option<Arc<str>> {
+        self.entries.get(slot as usize)?.as_ref().map(|e| e.key.clone())
+    }
+
+    /// Every key with a slot, and its slot.
+    fn keys(&self) -> impl Iterator<Item = (&Arc<str>, u32)> + '_ {
+        self.by_name.iter().map(|(k, &slot)| (k, slot))
+    }
+
+    /// How many slots have been given out, free ones included.
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Counts one more (or one fewer) kept config holding each key.
+    pub(crate) fn hold<'k>(&mut self, keys: impl Iterator<Item = &'k str>, more: bool) {
+        for key in keys {
+            let slot = self.slot(key);
+            if let Some(Some(entry)) = self.entries.get_mut(slot as usize) {
+                entry.held = if more { entry.held + 1 } else { entry.held.saturating_sub(1) };
+            }
+        }
+    }
+
+    /// Frees the slot of every key no kept config and no live handle holds,
+    /// unless `keep` says otherwise; returns the keys freed.
+    pub(crate) fn reclaim(&mut self, keep: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        let mut freed = Vec::new();
+        for (slot, entry) in self.entries.iter_mut().enumerate() {
+            let unheld = entry
+                .as_ref()
+                .is_some_and(|e| e.held == 0 && e.handle.strong_count() == 0 && !keep(&e.key));
+            if unheld && let Some(entry) = entry.take() {
+                self.by_name.remove(&entry.key);
+                self.free.push(u32::try_from(slot).unwrap_or(NO_FLAG));
+                freed.push(entry.key);
+            }
+        }
+        freed
     }
 }
 
@@ -213,6 +324,7 @@ impl Compiled {
         Self {
             version: 0,
             store_id,
+            slot_epoch: 0,
             flags: Box::new([]),
             by_name: foldhash::HashMap::default(),
             by_slot: Box::new([]),
@@ -223,13 +335,16 @@ impl Compiled {
         }
     }
 
-    /// Compiles a config that [`Config::validate`] accepted. Given an invalid
-    /// one, it still compiles without panicking (dangling cohort references
-    /// are dropped), but the result is unspecified.
+    /// Compiles a config that [`Config::validate`](crate::config::Config::validate)
+    /// accepted. Given an invalid one, it still compiles without panicking
+    /// (dangling cohort references are dropped), but the result is
+    /// unspecified. Cohorts unchanged since `previous` share its compiled
+    /// form.
     pub(crate) fn new(
-        config: &Config,
+        config: &Retained,
+        previous: Option<&Compiled>,
         slots: &mut Slots,
-        mut series: Option<&mut Series>,
+        mut numbering: Option<&mut Numbering>,
         overrides: &BTreeMap<String, crate::Override>,
         store_id: u64,
         clock: Arc<dyn Clock>,
@@ -238,7 +353,13 @@ impl Compiled {
             config
                 .cohorts
                 .iter()
-                .map(|(name, c)| (name.as_str(), Arc::new(Cohort::new(name, c))))
+                .map(|(name, c)| {
+                    let shared = previous
+                        .and_then(|p| p.cohorts.get(name.as_str()))
+                        .filter(|p| Arc::ptr_eq(&p.source, c))
+                        .cloned();
+                    (name.as_str(), shared.unwrap_or_else(|| Arc::new(Cohort::new(name, c))))
+                })
                 .collect(),
         );
 
@@ -249,8 +370,10 @@ impl Compiled {
         for (key, flag) in &config.flags {
             let index = u32::try_from(flags.len()).unwrap_or(NO_FLAG);
             by_name.insert(key.as_str().into(), index);
-            slot_of.push(slots.slot(key));
-            let mut compiled = Flag::new(key, flag, &cohorts, series.as_deref_mut());
+            let slot = slots.slot(key);
+            slot_of.push(slot);
+            let shared = slots.key(slot).unwrap_or_else(|| key.as_str().into());
+            let mut compiled = Flag::new(shared, flag, &cohorts, numbering.as_deref_mut());
             if let Some(value) = overrides.get(key) {
                 compiled.force(value);
             }
@@ -262,39 +385,41 @@ impl Compiled {
         for (key, value) in overrides.iter().filter(|(k, _)| !config.flags.contains_key(*k)) {
             let index = u32::try_from(flags.len()).unwrap_or(NO_FLAG);
             by_name.insert(key.as_str().into(), index);
-            slot_of.push(slots.slot(key));
-            let mut compiled = Flag::new(key, &plain, &cohorts, series.as_deref_mut());
+            let slot = slots.slot(key);
+            slot_of.push(slot);
+            let key = slots.key(slot).unwrap_or_else(|| key.as_str().into());
+            let mut compiled = Flag::new(key, &plain, &cohorts, numbering.as_deref_mut());
             compiled.force(value);
             flags.push(compiled);
         }
-        let slot_count = slots.by_name.len();
-        let mut by_slot = vec![NO_FLAG; slot_count].into_boxed_slice();
+        let mut by_slot = vec![NO_FLAG; slots.len()].into_boxed_slice();
         for (index, slot) in slot_of.into_iter().enumerate() {
             if let Some(entry) = by_slot.get_mut(slot as usize) {
                 *entry = u32::try_from(index).unwrap_or(NO_FLAG);
             }
         }
-        // Keys the store knows (earlier configs, handles) but this config
-        // lacks are still found, so their `unknown` evaluations are counted
-        // under their own key.
-        let mut unknown = |flag| {
+        // Keys the store holds (kept configs, handles, overrides) but this
+        // config lacks are still found, so their `unknown` evaluations are
+        // counted under their own key.
+        let mut unknown = |flag: Arc<str>| {
             let key = SeriesKey::Evaluations { flag, group: Group::Unknown, variant: None };
-            series.as_deref_mut().map_or(NO_FLAG, |s| s.id(key))
+            numbering.as_deref_mut().map_or(NO_FLAG, |s| s.id(key))
         };
-        for (name, &slot) in &slots.by_name {
+        for (name, slot) in slots.keys() {
             if let Some(entry) = by_slot.get_mut(slot as usize)
                 && *entry == NO_FLAG
             {
-                let id = unknown(intern(name));
+                let id = unknown(name.clone());
                 *entry = ABSENT | id;
-                by_name.insert(name.clone(), ABSENT | id);
+                by_name.insert(name.as_ref().into(), ABSENT | id);
             }
         }
-        let unnamed = unknown("");
+        let unnamed = unknown("".into());
         let cohorts = cohorts.0.into_values().map(|c| (c.name, c)).collect();
         Self {
             version: config.version,
             store_id,
+            slot_epoch: slots.epoch,
             flags: flags.into(),
             by_name,
             by_slot,
@@ -306,15 +431,35 @@ impl Compiled {
     }
 
     /// Takes the first sample of every guard; called when the config is
-    /// installed.
+    /// installed. Windows are measured on the clock's monotonic side.
     pub(crate) fn start_guards(&self) {
         let Some(counters) = &self.counters else { return };
-        let now = self.clock.now_millis();
+        let now = self.clock.monotonic_millis();
         for flag in self.flags.iter() {
             if let Some(guard) = &flag.guard {
                 guard.start(flag, &counters.outcomes, now);
             }
         }
+    }
+
+    /// Whether any flag has a guard (and counting is on, which guards read).
+    pub(crate) fn has_guards(&self) -> bool {
+        self.counters.is_some() && self.flags.iter().any(|f| f.guard.is_some())
+    }
+
+    /// Checks every guard that is due: the trips found, with the index of
+    /// the stage each steps back from. Windows run on monotonic time;
+    /// which stages are in effect, on wall time.
+    pub(crate) fn check_guards(&self) -> Vec<(usize, GuardTrip)> {
+        let Some(counters) = &self.counters else { return Vec::new() };
+        let (now, wall) = (self.clock.monotonic_millis(), self.clock.now_millis());
+        self.flags
+            .iter()
+            .filter_map(|flag| {
+                let guard = flag.guard.as_ref()?;
+                guard.due(now).then(|| guard.check(flag, &counters.outcomes, now, wall))?
+            })
+            .collect()
     }
 
     /// The flag by key, or the `unknown` counter to count a miss in.
@@ -438,14 +583,33 @@ impl Compiled {
     }
 }
 
+impl Compiled {
+    /// Steps flags back as guards did before: each serves the named stage
+    /// (one at or before its current one), or is off.
+    #[cold]
+    pub(crate) fn reapply_trips(&mut self, trips: &BTreeMap<String, Option<String>>) {
+        for (key, stage) in trips {
+            let keep = stage.as_deref().and_then(|name| {
+                let stages = self.by_name(key)?.stages.as_deref()?;
+                stages.iter().position(|s| s.name == name)
+            });
+            let _ = match keep {
+                Some(index) => self.step_back(key, index + 1, GuardAction::RollbackStage),
+                None => self.step_back(key, 0, GuardAction::Disable),
+            };
+        }
+    }
+}
+
 impl Flag {
     fn new(
-        key: &str,
+        key: Arc<str>,
         flag: &config::Flag,
         cohorts: &CohortTable<'_>,
-        series: Option<&mut Series>,
+        numbering: Option<&mut Numbering>,
     ) -> Self {
-        let salt = flag.salt_or(key);
+        let salt = flag.salt_or(&key).to_owned();
+        let salt = salt.as_str();
         let unit = match flag.bucket_by.as_deref() {
             None | Some("user") => Unit::User,
             Some("tenant") => Unit::Tenant,
@@ -486,9 +650,8 @@ impl Flag {
             .collect();
         let exclude = cohorts.resolve(&flag.exclude);
         let shortcut = Shortcut::new(flag.enabled, exclude.is_empty(), stages.as_deref());
-        let key = intern(key);
-        let series = series
-            .map(|series| FlagSeries::new(key, stages.as_deref(), &variants, series))
+        let series = numbering
+            .map(|numbering| FlagSeries::new(&key, stages.as_deref(), &variants, numbering))
             .unwrap_or_default();
         Self {
             key,
@@ -540,16 +703,18 @@ impl Flag {
 
 impl FlagSeries {
     fn new(
-        flag: &'static str,
+        flag: &Arc<str>,
         stages: Option<&[Stage]>,
         variants: &[Variant],
-        series: &mut Series,
+        numbering: &mut Numbering,
     ) -> Self {
         let groups: Vec<Group> = match stages {
             None => vec![Group::Exposed("on")],
             Some(stages) => stages.iter().map(|s| Group::Exposed(s.name)).collect(),
         };
-        let mut eval = |group, variant| series.id(SeriesKey::Evaluations { flag, group, variant });
+        let mut eval = |group, variant| {
+            numbering.id(SeriesKey::Evaluations { flag: flag.clone(), group, variant })
+        };
         let mut evaluations = vec![
             eval(Group::Off, None),
             eval(Group::Excluded, None),
@@ -561,7 +726,7 @@ impl FlagSeries {
         }
         let outcomes = std::iter::once(Group::NotExposed)
             .chain(groups)
-            .map(|group| series.id(SeriesKey::Outcomes { flag, group }))
+            .map(|group| numbering.id(SeriesKey::Outcomes { flag: flag.clone(), group }))
             .collect();
         let cell = |i: usize| evaluations.get(i).copied().unwrap_or(NO_FLAG);
         let (not_exposed, first_exposed) = (cell(CELL_NOT_EXPOSED), cell(CELL_EXPOSED));
@@ -602,10 +767,11 @@ impl CohortTable<'_> {
 }
 
 impl Cohort {
-    fn new(name: &str, cohort: &config::Cohort) -> Self {
+    fn new(name: &str, cohort: &Arc<config::Cohort>) -> Self {
         let set = |list: &Option<Vec<String>>| list.as_deref().map(NameSet::new);
         Self {
             name: intern(name),
+            source: cohort.clone(),
             tenants: set(&cohort.tenants),
             users: set(&cohort.users),
             regions: set(&cohort.regions),
@@ -656,6 +822,22 @@ mod tests {
         assert_eq!(slots.slot("a"), 0);
         assert_eq!(slots.slot("b"), 1);
         assert_eq!(slots.slot("a"), 0);
+    }
+
+    #[test]
+    fn unheld_slots_are_freed_and_given_to_new_keys_in_a_new_epoch() {
+        let mut slots = Slots::default();
+        slots.hold(["a", "b"].into_iter(), true);
+        let handle = slots.handle("c");
+        assert!(slots.reclaim(|_| false).is_empty(), "held and handled keys stay");
+        slots.hold(["a"].into_iter(), false);
+        assert_eq!(slots.reclaim(|_| false), [Arc::<str>::from("a")]);
+        assert_eq!(slots.epoch, 0);
+        assert_eq!(slots.slot("d"), 0, "a freed slot is reused");
+        assert_eq!(slots.epoch, 1);
+        drop(handle);
+        assert_eq!(slots.reclaim(|k| k == "d"), [Arc::<str>::from("c")]);
+        assert_eq!(slots.len(), 3);
     }
 
     #[test]

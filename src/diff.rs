@@ -1,11 +1,14 @@
 //! What changes between two configs, flag by flag: the audit log of a
 //! release, and the input of a review before a push.
 
-use std::collections::BTreeSet;
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::config::{Cohort, Config, Flag};
+use crate::retained::Retained;
 
 /// One change between two configs.
 ///
@@ -173,13 +176,45 @@ impl std::fmt::Display for Change {
 
 /// Every change from `old` to `new`: cohorts first, then flags by key.
 pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
+    diff_parts((&old.cohorts, &old.flags), (&new.cohorts, &new.flags))
+}
+
+/// [`diff`] of two configs as a store keeps them: parts they share are the
+/// same without looking inside.
+pub(crate) fn diff_retained(old: &Retained, new: &Retained) -> Vec<Change> {
+    diff_parts((&old.cohorts, &old.flags), (&new.cohorts, &new.flags))
+}
+
+/// A cohort or flag, held directly or shared.
+trait Part<T>: Borrow<T> {
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl<T: PartialEq> Part<T> for T {
+    fn same(&self, other: &Self) -> bool {
+        self == other
+    }
+}
+
+impl<T: PartialEq> Part<T> for Arc<T> {
+    fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(self, other) || **self == **other
+    }
+}
+
+type Parts<'a, C, F> = (&'a BTreeMap<String, C>, &'a BTreeMap<String, F>);
+
+fn diff_parts<C: Part<Cohort>, F: Part<Flag>>(
+    (old_cohorts, old_flags): Parts<'_, C, F>,
+    (new_cohorts, new_flags): Parts<'_, C, F>,
+) -> Vec<Change> {
     let mut changes = Vec::new();
     let cohort_change = |kind| Change { flag: None, kind, reversible: true, warning: None };
-    for (name, cohort) in &new.cohorts {
-        match old.cohorts.get(name) {
+    for (name, cohort) in new_cohorts {
+        match old_cohorts.get(name) {
             None => changes.push(cohort_change(ChangeKind::CohortAdded { cohort: name.clone() })),
-            Some(before) if before != cohort => {
-                let (b, a) = (members(before), members(cohort));
+            Some(before) if !before.same(cohort) => {
+                let (b, a) = (members(before.borrow()), members(cohort.borrow()));
                 changes.push(cohort_change(ChangeKind::CohortChanged {
                     cohort: name.clone(),
                     added: a.difference(&b).cloned().collect(),
@@ -189,21 +224,22 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
             Some(_) => {}
         }
     }
-    for name in old.cohorts.keys().filter(|n| !new.cohorts.contains_key(*n)) {
+    for name in old_cohorts.keys().filter(|n| !new_cohorts.contains_key(*n)) {
         changes.push(cohort_change(ChangeKind::CohortRemoved { cohort: name.clone() }));
     }
-    for (key, flag) in &new.flags {
-        match old.flags.get(key) {
+    for (key, flag) in new_flags {
+        match old_flags.get(key) {
             None => changes.push(Change {
                 flag: Some(key.clone()),
                 kind: ChangeKind::FlagAdded,
                 reversible: true,
                 warning: None,
             }),
-            Some(before) => flag_changes(key, before, flag, &mut changes),
+            Some(before) if before.same(flag) => {}
+            Some(before) => flag_changes(key, before.borrow(), flag.borrow(), &mut changes),
         }
     }
-    for key in old.flags.keys().filter(|k| !new.flags.contains_key(*k)) {
+    for key in old_flags.keys().filter(|k| !new_flags.contains_key(*k)) {
         changes.push(Change {
             flag: Some(key.clone()),
             kind: ChangeKind::FlagRemoved,

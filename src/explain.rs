@@ -193,6 +193,5 @@ fn stage_checks(flag: &Flag, ctx: &Context<'_>, recorder: &Recorder) -> Vec<Stag
 }
 
 fn rfc3339(millis: i64) -> String {
-    jiff::Timestamp::from_millisecond(millis)
-        .map_or_else(|_| format!("{millis} ms"), |t| t.to_string())
+    crate::clock::format_rfc3339_millis(millis)
 }

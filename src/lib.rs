@@ -102,12 +102,13 @@ mod eval;
 mod explain;
 pub mod integrations;
 pub mod observe;
+mod retained;
 pub mod source;
 mod store;
 pub mod testing;
 
 pub use bucket::{BUCKETS, bucket, variant_index};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock, TimeError};
 pub use context::{Context, ContextBuf, INLINE_ATTRIBUTES};
 pub use error::{Error, Problem};
 pub use eval::{Evaluation, Reason, StageVerdict};

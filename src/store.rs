@@ -8,21 +8,22 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use crate::clock::{Clock, SystemClock};
-use crate::compile::{Compiled, Flag, Slots};
+use crate::compile::{Compiled, Flag, HandleSlot, Slots};
 use crate::config::Config;
 use crate::context::Context;
 use crate::error::Error;
 use crate::eval::Evaluation;
 use crate::explain::Explanation;
-use crate::observe::guard::GuardState;
 use crate::observe::{
     ChangeCause, ConfigChange, GuardTrip, Listener, Metrics, Observe, Outcome, StoreEvent, emit,
 };
+use crate::retained::Retained;
 
 /// How many applied configs a store keeps, the serving one included.
 pub const HISTORY: usize = 16;
@@ -60,7 +61,16 @@ struct Shared {
     id: u64,
     current: ArcSwap<Compiled>,
     writer: Mutex<Writer>,
-    listeners: Mutex<Vec<Listener>>,
+    listeners: Mutex<Vec<(u64, Listener)>>,
+    /// The guard thread's stop signal, once it runs.
+    guard_thread: Mutex<Option<Arc<Signal>>>,
+}
+
+/// A flag and a condition variable: how a background thread is told to stop.
+#[derive(Default)]
+struct Signal {
+    stopped: Mutex<bool>,
+    wake: Condvar,
 }
 
 struct Writer {
@@ -75,6 +85,9 @@ struct Writer {
     observe: Observe,
     /// Local overrides, applied to every config compiled from now on.
     overrides: BTreeMap<String, Override>,
+    /// Whether guards run on a background thread (or only when
+    /// [`FlagStore::check_guards`] is called).
+    guard_thread: bool,
 }
 
 /// A local answer for a flag that beats the pushed config, set with
@@ -92,12 +105,35 @@ pub enum Override {
     Variant(String),
 }
 
-/// An applied config: compiled, and as written (for change events).
+/// An applied config: compiled, and as written (for change events), with
+/// the guard trips taken on it locally.
 #[derive(Clone)]
 struct Applied {
     compiled: Arc<Compiled>,
-    config: Arc<Config>,
+    config: Arc<Retained>,
+    /// Flags a guard stepped back on this version: the stage each serves
+    /// now, `None` when it is off.
+    trips: BTreeMap<String, Option<String>>,
 }
+
+/// What a store decided locally, beyond the documents it was given: a
+/// rollback (serving an older version than the newest applied) and guard
+/// trips on the serving version. The updater persists it with its cache,
+/// so that a restart does not undo it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[allow(dead_code)] // Taken up by the updater's cache in the next step.
+pub(crate) struct Decisions {
+    /// The version serving.
+    pub(crate) serving: u64,
+    /// The newest version applied.
+    pub(crate) newest: u64,
+    /// Flags stepped back by a guard on the serving version, and the stage
+    /// each serves (`None`: off).
+    pub(crate) trips: BTreeMap<String, Option<String>>,
+}
+
+/// How often the guard thread looks at the guards.
+const GUARD_TICK: Duration = Duration::from_millis(200);
 
 impl FlagStore {
     /// An empty store: every flag is off (unknown) until a config is applied.
@@ -112,6 +148,7 @@ impl FlagStore {
             clock,
             observe: Observe::new(),
             overrides: BTreeMap::new(),
+            guard_thread: true,
         };
         let empty = Compiled::empty(id, writer.clock.clone());
         let shared = Shared {
@@ -119,6 +156,7 @@ impl FlagStore {
             current: ArcSwap::from_pointee(empty),
             writer: Mutex::new(writer),
             listeners: Mutex::default(),
+            guard_thread: Mutex::default(),
         };
         Self { shared: Arc::new(shared) }
     }
@@ -142,6 +180,16 @@ impl FlagStore {
             // Guards sample by the clock: their windows start again on it.
             c.start_guards();
         });
+        self
+    }
+
+    /// Checks guards only when [`FlagStore::check_guards`] is called, not on
+    /// a background thread: for simulations on a [`ManualClock`](crate::ManualClock),
+    /// which decide when time passes and when guards look.
+    #[must_use]
+    pub fn with_manual_guard_checks(self) -> Self {
+        self.writer().guard_thread = false;
+        self.shared.stop_guard_thread();
         self
     }
 
@@ -178,14 +226,14 @@ impl FlagStore {
     /// refused as stale. On any error the previous config keeps serving.
     pub fn apply_json(&self, json: impl AsRef<[u8]>) -> Result<u64, Error> {
         let config = Config::from_json(json)?;
-        self.apply_valid(&config)
+        self.apply_valid(config)
     }
 
     /// Applies a JSON config whatever its version: the way back to an older
     /// document that is no longer in the history.
     pub fn force_apply_json(&self, json: impl AsRef<[u8]>) -> Result<u64, Error> {
         let config = Config::from_json(json)?;
-        Ok(self.install(&config, self.writer()))
+        Ok(self.install(config, self.writer()))
     }
 
     /// Validates and applies a parsed config, with the same version check as
@@ -193,12 +241,12 @@ impl FlagStore {
     #[cold]
     pub fn apply_config(&self, config: &Config) -> Result<u64, Error> {
         config.validate()?;
-        self.apply_valid(config)
+        self.apply_valid(config.clone())
     }
 
     /// The version check and the swap, for a config already validated.
     #[cold]
-    fn apply_valid(&self, config: &Config) -> Result<u64, Error> {
+    fn apply_valid(&self, config: Config) -> Result<u64, Error> {
         let writer = self.writer();
         if let Some(newest) = writer.newest
             && config.version <= newest
@@ -209,28 +257,41 @@ impl FlagStore {
     }
 
     #[cold]
-    fn install(&self, config: &Config, mut writer: MutexGuard<'_, Writer>) -> u64 {
+    fn install(&self, config: Config, mut writer: MutexGuard<'_, Writer>) -> u64 {
         let w = &mut *writer;
-        let compiled = self.compile(config, w);
-        let applied = Applied { compiled: Arc::new(compiled), config: Arc::new(config.clone()) };
-        w.newest = Some(w.newest.map_or(config.version, |n| n.max(config.version)));
-        let before = w.history.back().map(|a| a.config.clone());
-        if w.history.len() == HISTORY {
-            w.history.pop_front();
+        let version = config.version;
+        let previous = w.history.back().cloned();
+        let retained = Arc::new(Retained::new(config, previous.as_ref().map(|a| &*a.config)));
+        w.slots.hold(retained.flags.keys().map(String::as_str), true);
+        if w.history.len() == HISTORY
+            && let Some(evicted) = w.history.pop_front()
+        {
+            w.slots.hold(evicted.config.flags.keys().map(String::as_str), false);
         }
+        w.forget_unheld_keys();
+        let compiled = self.compile(&retained, previous.as_ref().map(|a| &*a.compiled), w);
+        let applied =
+            Applied { compiled: Arc::new(compiled), config: retained, trips: BTreeMap::new() };
+        w.newest = Some(w.newest.map_or(version, |n| n.max(version)));
         w.history.push_back(applied.clone());
+        let guards = w.guard_thread && applied.compiled.has_guards();
         self.shared.current.store(applied.compiled);
         drop(writer);
+        if guards {
+            self.shared.start_guard_thread();
+        }
+        let before = previous.map(|p| p.config);
         self.shared.changed(ChangeCause::Applied, before.as_deref(), &applied.config);
-        config.version
+        version
     }
 
     #[cold]
-    fn compile(&self, config: &Config, w: &mut Writer) -> Compiled {
+    fn compile(&self, config: &Retained, previous: Option<&Compiled>, w: &mut Writer) -> Compiled {
         let mut compiled = Compiled::new(
             config,
+            previous,
             &mut w.slots,
-            w.observe.series(),
+            w.observe.numbering(),
             &w.overrides,
             self.shared.id,
             w.clock.clone(),
@@ -268,6 +329,7 @@ impl FlagStore {
     pub fn clear_override(&self, flag: &str) {
         let mut writer = self.writer();
         if writer.overrides.remove(flag).is_some() {
+            writer.forget_unheld_keys();
             self.recompile_serving(writer);
         }
     }
@@ -277,6 +339,7 @@ impl FlagStore {
         let mut writer = self.writer();
         if !writer.overrides.is_empty() {
             writer.overrides.clear();
+            writer.forget_unheld_keys();
             self.recompile_serving(writer);
         }
     }
@@ -291,16 +354,13 @@ impl FlagStore {
     #[cold]
     fn recompile_serving(&self, mut writer: MutexGuard<'_, Writer>) {
         let w = &mut *writer;
-        let config = match w.history.back() {
-            Some(applied) => applied.config.clone(),
-            None => Arc::new(Config {
-                schema: None,
-                version: 0,
-                cohorts: Default::default(),
-                flags: Default::default(),
-            }),
-        };
-        let compiled = Arc::new(self.compile(&config, w));
+        let serving = w.history.back().cloned();
+        let config = serving.as_ref().map_or_else(Arc::default, |a| a.config.clone());
+        let mut compiled = self.compile(&config, serving.as_ref().map(|a| &*a.compiled), w);
+        if let Some(serving) = &serving {
+            compiled.reapply_trips(&serving.trips);
+        }
+        let compiled = Arc::new(compiled);
         // An empty store with overrides has no history: the override's
         // snapshot is served without entering it.
         if let Some(applied) = w.history.back_mut() {
@@ -318,6 +378,8 @@ impl FlagStore {
             return Err(Error::no_history());
         }
         let dropped = writer.history.pop_back().ok_or_else(Error::no_history)?;
+        writer.slots.hold(dropped.config.flags.keys().map(String::as_str), false);
+        writer.forget_unheld_keys();
         let previous = writer.history.back().cloned().ok_or_else(Error::no_history)?;
         let version = previous.compiled.version;
         if writer.overrides.is_empty() {
@@ -338,16 +400,81 @@ impl FlagStore {
     /// a config, or a request recording the outcome that tripped a guard),
     /// after the change is in place; keep them short.
     pub fn on_event(&self, listener: impl Fn(&StoreEvent) + Send + Sync + 'static) {
-        self.shared.listeners().push(Arc::new(listener));
+        self.subscribe(Arc::new(listener));
+    }
+
+    /// Registers a listener and returns its number, for [`FlagStore::unsubscribe`].
+    pub(crate) fn subscribe(&self, listener: Listener) -> u64 {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        let id = IDS.fetch_add(1, Ordering::Relaxed);
+        self.shared.listeners().push((id, listener));
+        id
+    }
+
+    /// Removes a listener registered with [`FlagStore::subscribe`].
+    #[allow(dead_code)] // Taken up by the updater in the next step.
+    pub(crate) fn unsubscribe(&self, id: u64) {
+        self.shared.listeners().retain(|(i, _)| *i != id);
+    }
+
+    /// Runs every guard that is due, now, on the caller's thread, and
+    /// applies what they decide. The store's guard thread does this a few
+    /// times a second; call it yourself with
+    /// [`FlagStore::with_manual_guard_checks`], in simulations that move a
+    /// [`ManualClock`](crate::ManualClock).
+    pub fn check_guards(&self) {
+        self.shared.check_guards();
+    }
+
+    /// What this store decided on its own: see [`Decisions`].
+    #[allow(dead_code)] // Taken up by the updater's cache in the next step.
+    pub(crate) fn decisions(&self) -> Decisions {
+        let w = self.writer();
+        let serving = w.history.back();
+        Decisions {
+            serving: serving.map_or(0, |a| a.compiled.version),
+            newest: w.newest.unwrap_or(0),
+            trips: serving.map(|a| a.trips.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Takes decisions made before a restart up again: versions up to
+    /// `newest` are refused from now on, and when the serving version is the
+    /// one the trips were taken on, its flags step back as they did.
+    #[cold]
+    #[allow(dead_code)] // Taken up by the updater's cache in the next step.
+    pub(crate) fn restore(&self, decisions: &Decisions) {
+        let mut writer = self.writer();
+        writer.newest = Some(writer.newest.map_or(decisions.newest, |n| n.max(decisions.newest)));
+        if decisions.trips.is_empty() {
+            return;
+        }
+        let Some(back) = writer.history.back_mut() else { return };
+        if back.compiled.version != decisions.serving {
+            return;
+        }
+        let before = back.config.clone();
+        let mut compiled = Compiled::clone(&back.compiled);
+        compiled.reapply_trips(&decisions.trips);
+        let mut config = Retained::clone(&back.config);
+        for (key, stage) in &decisions.trips {
+            step_config(&mut config, key, stage.as_deref());
+        }
+        back.compiled = Arc::new(compiled);
+        back.config = Arc::new(config);
+        back.trips.extend(decisions.trips.clone());
+        let after = back.config.clone();
+        self.shared.current.store(back.compiled.clone());
+        drop(writer);
+        self.shared.changed(ChangeCause::Guard, Some(&before), &after);
     }
 
     /// Counts an outcome of `flag` for `ctx`, in the group `ctx` falls in:
     /// the stage that exposes it, or `not-exposed`. The caller does not
     /// track which that is.
     ///
-    /// Does not allocate or wait, except that now and then (a twentieth of
-    /// its window) it runs the flag's [guard](crate::config::Guard), which
-    /// may step the flag back and tell the [listeners](FlagStore::on_event).
+    /// Does not allocate, lock or wait: the flag's
+    /// [guard](crate::config::Guard) reads these counts off the request path.
     ///
     /// # Example
     ///
@@ -367,9 +494,6 @@ impl FlagStore {
         let current = self.shared.current.load();
         if let Ok(flag) = current.lookup(flag) {
             current.record(flag, ctx, outcome);
-            if let Some(guard) = &flag.guard {
-                self.shared.guard(&current, flag, guard);
-            }
         }
     }
 
@@ -431,8 +555,8 @@ impl FlagStore {
     /// key, and stay correct across swaps (a flag that a later config adds or
     /// removes is seen as such).
     pub fn handle(&self, flag: &str) -> FlagHandle {
-        let slot = self.writer().slots.slot(flag);
-        FlagHandle { shared: self.shared.clone(), slot, key: flag.into() }
+        let slot = self.writer().slots.handle(flag);
+        FlagHandle { shared: self.shared.clone(), slot }
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
@@ -447,82 +571,143 @@ impl Shared {
         self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn listeners(&self) -> MutexGuard<'_, Vec<Listener>> {
+    fn listeners(&self) -> MutexGuard<'_, Vec<(u64, Listener)>> {
         self.listeners.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     #[cold]
-    fn changed(&self, cause: ChangeCause, before: Option<&Config>, after: &Config) {
-        let listeners = self.listeners().clone();
+    fn changed(&self, cause: ChangeCause, before: Option<&Retained>, after: &Retained) {
+        let listeners: Vec<Listener> = self.listeners().iter().map(|(_, l)| l.clone()).collect();
         if listeners.is_empty() && !cfg!(feature = "tracing") {
             return;
         }
-        let empty = Config {
-            schema: None,
-            version: 0,
-            cohorts: Default::default(),
-            flags: Default::default(),
-        };
+        let empty = Retained::default();
         let before = before.unwrap_or(&empty);
         let change = ConfigChange {
             cause,
             from: before.version,
             to: after.version,
-            changes: crate::diff::diff(before, after),
+            changes: crate::diff::diff_retained(before, after),
         };
         emit(&listeners, &StoreEvent::Changed(change));
     }
 
-    /// Runs a flag's guard when it is due, and applies its decision.
-    #[inline]
-    fn guard(&self, current: &Compiled, flag: &Flag, guard: &GuardState) {
-        let now = current.clock.now_millis();
-        if guard.due(now) {
-            self.check_guard(current, flag, guard, now);
+    /// Starts the thread that checks this store's guards, unless it runs.
+    /// It holds the store weakly and ends when the store is dropped.
+    #[cold]
+    fn start_guard_thread(self: &Arc<Self>) {
+        let mut running = self.guard_thread.lock().unwrap_or_else(|p| p.into_inner());
+        if running.is_some() {
+            return;
+        }
+        let signal = Arc::new(Signal::default());
+        let (weak, stop) = (Arc::downgrade(self), signal.clone());
+        let spawned = std::thread::Builder::new()
+            .name("flagstone-guards".into())
+            .spawn(move || guard_loop(&weak, &stop));
+        // Without a thread (the system is out of them), guards run when
+        // `check_guards` is called.
+        if spawned.is_ok() {
+            *running = Some(signal);
         }
     }
 
+    /// Checks the serving config's guards and applies their trips.
     #[cold]
-    fn check_guard(&self, current: &Compiled, flag: &Flag, guard: &GuardState, now: i64) {
-        let Some(counters) = &current.counters else { return };
-        let Some((stage, trip)) = guard.check(flag, &counters.outcomes, now) else { return };
-        self.trip(current, stage, trip);
+    fn check_guards(&self) {
+        let current = self.current.load_full();
+        for (stage, trip) in current.check_guards() {
+            self.trip(&current, stage, trip);
+        }
     }
 
     /// Steps a flag back on a guard's word, unless the config changed since
     /// the guard looked (the new config gets its own guard).
     #[cold]
     fn trip(&self, seen: &Compiled, stage: usize, mut trip: GuardTrip) {
-        let mut writer = match self.writer.try_lock() {
-            Ok(writer) => writer,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            // A config is being applied: the guard looks again next time.
-            Err(TryLockError::WouldBlock) => return,
-        };
+        let mut writer = self.writer();
         let Some(back) = writer.history.back_mut() else { return };
         if !std::ptr::eq(&*back.compiled, seen) {
             return;
         }
         let mut compiled = Compiled::clone(&back.compiled);
         let Some(now_serving) = compiled.step_back(&trip.flag, stage, trip.action) else { return };
-        let mut config = Config::clone(&back.config);
-        if let Some(flag) = config.flags.get_mut(&trip.flag) {
-            match now_serving {
-                Some(stage) => flag.stage = Some(stage.to_owned()),
-                None => flag.enabled = false,
-            }
-        }
-        let before = std::mem::replace(
-            back,
-            Applied { compiled: Arc::new(compiled), config: Arc::new(config) },
-        );
+        let mut config = Retained::clone(&back.config);
+        step_config(&mut config, &trip.flag, now_serving);
+        let before = std::mem::replace(&mut back.config, Arc::new(config));
+        back.compiled = Arc::new(compiled);
+        back.trips.insert(trip.flag.clone(), now_serving.map(str::to_owned));
         self.current.store(back.compiled.clone());
         let after = back.config.clone();
         drop(writer);
         trip.version = after.version;
         trip.now_serving = now_serving.map(str::to_owned);
-        self.changed(ChangeCause::Guard, Some(&before.config), &after);
-        emit(&self.listeners().clone(), &StoreEvent::GuardTripped(trip));
+        self.changed(ChangeCause::Guard, Some(&before), &after);
+        let listeners: Vec<Listener> = self.listeners().iter().map(|(_, l)| l.clone()).collect();
+        emit(&listeners, &StoreEvent::GuardTripped(trip));
+    }
+}
+
+impl Shared {
+    /// Tells the guard thread, if one runs, to end.
+    fn stop_guard_thread(&self) {
+        let signal = self.guard_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(signal) = signal {
+            *signal.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            signal.wake.notify_all();
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop_guard_thread();
+    }
+}
+
+/// The guard thread: every [`GUARD_TICK`], the store's guards, until the
+/// store is gone.
+fn guard_loop(store: &Weak<Shared>, signal: &Signal) {
+    let mut stopped = signal.stopped.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        stopped = match signal.wake.wait_timeout(stopped, GUARD_TICK) {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
+        if *stopped {
+            return;
+        }
+        drop(stopped);
+        match store.upgrade() {
+            Some(shared) => shared.check_guards(),
+            None => return,
+        }
+        stopped = signal.stopped.lock().unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+/// The config form of a local step back: `flag` now serves `stage`, or is
+/// off.
+fn step_config(config: &mut Retained, flag: &str, stage: Option<&str>) {
+    if let Some(kept) = config.flags.get_mut(flag) {
+        let mut changed = crate::config::Flag::clone(kept);
+        match stage {
+            Some(stage) => changed.stage = Some(stage.to_owned()),
+            None => changed.enabled = false,
+        }
+        *kept = Arc::new(changed);
+    }
+}
+
+impl Writer {
+    /// Frees the slots (and forgets the series) of flag keys that no kept
+    /// config, live handle or override holds any more.
+    fn forget_unheld_keys(&mut self) {
+        let overrides = &self.overrides;
+        for key in self.slots.reclaim(|key| overrides.contains_key(key)) {
+            self.observe.forget(&key);
+        }
+        self.observe.compact_if_worth();
     }
 }
 
@@ -579,7 +764,7 @@ impl Snapshot {
 
     /// The keys of this snapshot's flags, in no particular order.
     pub fn flag_keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.compiled.flags.iter().map(|f| f.key)
+        self.compiled.flags.iter().map(|f| &*f.key)
     }
 
     /// Whether `flag` is on for `ctx`.
@@ -653,28 +838,27 @@ impl fmt::Debug for Snapshot {
 #[derive(Clone)]
 pub struct FlagHandle {
     shared: Arc<Shared>,
-    slot: u32,
-    key: Box<str>,
+    slot: Arc<HandleSlot>,
 }
 
 impl FlagHandle {
     /// The flag's key.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.slot.key
     }
 
     /// Whether the flag is on for `ctx`.
     #[inline]
     pub fn is_enabled(&self, ctx: &Context<'_>) -> bool {
         let current = self.shared.current.load();
-        current.is_enabled(current.lookup_slot(self.slot), ctx)
+        current.is_enabled(self.flag_in(&current), ctx)
     }
 
     /// Whether the flag is on for `ctx`, its variant, and why.
     #[inline]
     pub fn evaluate(&self, ctx: &Context<'_>) -> Evaluation<'_> {
         let current = self.shared.current.load();
-        current.evaluate(current.lookup_slot(self.slot), ctx)
+        current.evaluate(self.flag_in(&current), ctx)
     }
 
     /// The variant of the flag for `ctx`.
@@ -702,29 +886,27 @@ impl FlagHandle {
     #[inline]
     pub fn record(&self, ctx: &Context<'_>, outcome: Outcome) {
         let current = self.shared.current.load();
-        if let Ok(flag) = current.lookup_slot(self.slot) {
+        if let Ok(flag) = self.flag_in(&current) {
             current.record(flag, ctx, outcome);
-            if let Some(guard) = &flag.guard {
-                self.shared.guard(&current, flag, guard);
-            }
         }
     }
 
     #[inline]
     fn flag_in<'c>(&self, compiled: &'c Compiled) -> Result<&'c Flag, u32> {
-        // Slots are numbered per store: a snapshot of another store is
-        // searched by key instead.
-        if compiled.store_id == self.shared.id {
-            compiled.lookup_slot(self.slot)
+        // Slots are numbered per store, and a freed slot may be given to
+        // another key: a snapshot of another store, or one compiled before
+        // this handle's slot was given out, is searched by key instead.
+        if compiled.store_id == self.shared.id && compiled.slot_epoch >= self.slot.epoch {
+            compiled.lookup_slot(self.slot.slot)
         } else {
-            compiled.lookup(&self.key)
+            compiled.lookup(&self.slot.key)
         }
     }
 }
 
 impl fmt::Debug for FlagHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FlagHandle").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("FlagHandle").field("key", &self.key()).finish_non_exhaustive()
     }
 }
 

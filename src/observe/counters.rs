@@ -13,9 +13,8 @@
 //! one overflow shard with atomic adds. Outcome tables are *shared*: fewer
 //! shards, atomic adds.
 
-use std::collections::HashMap;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// The most shards a table has: enough for the cores of one service, few
 /// enough that memory stays `shards × series × 8` bytes.
@@ -48,12 +47,20 @@ impl Group {
 }
 
 /// What a series counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum SeriesKey {
     /// Evaluations of `flag` that fell in `group`, handing out `variant`.
-    Evaluations { flag: &'static str, group: Group, variant: Option<&'static str> },
+    Evaluations { flag: Arc<str>, group: Group, variant: Option<&'static str> },
     /// The [`OUTCOME_CELLS`] cells of outcomes recorded for `flag` × `group`.
-    Outcomes { flag: &'static str, group: Group },
+    Outcomes { flag: Arc<str>, group: Group },
+}
+
+impl SeriesKey {
+    pub(crate) fn flag(&self) -> &Arc<str> {
+        match self {
+            SeriesKey::Evaluations { flag, .. } | SeriesKey::Outcomes { flag, .. } => flag,
+        }
+    }
 }
 
 /// Cells of an outcome block: successes, errors, latency sum (ns), then the
@@ -64,18 +71,28 @@ pub(crate) const ERRORS: u32 = 1;
 pub(crate) const LATENCY_SUM: u32 = 2;
 pub(crate) const LATENCY_BUCKET_0: u32 = 3;
 
-/// The series of one store, numbered for its life: evaluation cells and
-/// outcome cells are numbered apart, as they live in different tables.
+/// The numbering of one generation of counter tables: each series' first
+/// cell, handed out once and never moved. Evaluation cells and outcome
+/// cells are numbered apart, as they live in different tables.
+///
+/// The series of a flag key the store forgets are moved to `dead`: their
+/// cells still hold counts (a request may still count into an old
+/// snapshot), which are read as the store's retired totals, and a key that
+/// comes back gets new cells. A store starts a new generation when dead
+/// cells outnumber live ones, so churning keys cost no more than live ones.
 #[derive(Debug, Default)]
-pub(crate) struct Series {
-    pub(crate) ids: HashMap<SeriesKey, u32>,
+pub(crate) struct Numbering {
+    pub(crate) ids: foldhash::HashMap<SeriesKey, u32>,
+    by_flag: foldhash::HashMap<Arc<str>, Vec<SeriesKey>>,
+    /// Series of forgotten keys, with their first cell.
+    pub(crate) dead: Vec<(SeriesKey, u32)>,
     /// Evaluation cells numbered so far.
     pub(crate) evaluation_cells: u32,
     /// Outcome cells numbered so far.
     pub(crate) outcome_cells: u32,
 }
 
-impl Series {
+impl Numbering {
     /// The first cell of `key`'s series, numbering it if it is new.
     pub(crate) fn id(&mut self, key: SeriesKey) -> u32 {
         if let Some(&id) = self.ids.get(&key) {
@@ -87,8 +104,23 @@ impl Series {
         };
         let id = *cells;
         *cells = cells.saturating_add(width);
+        self.by_flag.entry(key.flag().clone()).or_default().push(key.clone());
         self.ids.insert(key, id);
         id
+    }
+
+    /// Moves every series of `flag` to the dead ones.
+    pub(crate) fn forget(&mut self, flag: &str) {
+        for key in self.by_flag.remove(flag).unwrap_or_default() {
+            if let Some(id) = self.ids.remove(&key) {
+                self.dead.push((key, id));
+            }
+        }
+    }
+
+    /// Whether dead series outnumber live ones enough to start afresh.
+    pub(crate) fn worth_compacting(&self) -> bool {
+        self.dead.len() > self.ids.len().max(256)
     }
 }
 
@@ -240,16 +272,26 @@ mod tests {
 
     #[test]
     fn series_are_numbered_once_and_outcomes_take_a_block() {
-        let mut series = Series::default();
-        let eval = SeriesKey::Evaluations { flag: "f", group: Group::Off, variant: None };
-        let out = SeriesKey::Outcomes { flag: "f", group: Group::NotExposed };
-        assert_eq!(series.id(eval), 0);
-        assert_eq!(series.id(out), 0);
-        assert_eq!(series.id(eval), 0);
-        let next = SeriesKey::Evaluations { flag: "g", group: Group::Off, variant: None };
-        assert_eq!(series.id(next), 1);
-        let out2 = SeriesKey::Outcomes { flag: "g", group: Group::NotExposed };
-        assert_eq!(series.id(out2), OUTCOME_CELLS);
+        let mut series = Numbering::default();
+        let eval =
+            |f: &str| SeriesKey::Evaluations { flag: f.into(), group: Group::Off, variant: None };
+        let out = |f: &str| SeriesKey::Outcomes { flag: f.into(), group: Group::NotExposed };
+        assert_eq!(series.id(eval("f")), 0);
+        assert_eq!(series.id(out("f")), 0);
+        assert_eq!(series.id(eval("f")), 0);
+        assert_eq!(series.id(eval("g")), 1);
+        assert_eq!(series.id(out("g")), OUTCOME_CELLS);
+    }
+
+    #[test]
+    fn a_forgotten_flag_keeps_its_cells_dead_and_comes_back_on_new_ones() {
+        let mut series = Numbering::default();
+        let eval =
+            |f: &str| SeriesKey::Evaluations { flag: f.into(), group: Group::Off, variant: None };
+        assert_eq!(series.id(eval("f")), 0);
+        series.forget("f");
+        assert_eq!(series.dead, [(eval("f"), 0)]);
+        assert_eq!(series.id(eval("f")), 1);
     }
 
     #[test]

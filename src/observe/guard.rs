@@ -1,9 +1,9 @@
 //! Guards: compare the newest stage's error rate with the not-exposed
 //! group's over a sliding window, and say when to step back.
 //!
-//! Checks run on the thread that records an outcome, at most once per
-//! [`GuardState::interval`], and never wait: a thread that finds another one
-//! checking moves on. The window is built from cumulative counts sampled at
+//! Checks run off the request path (the store's guard thread, or
+//! `FlagStore::check_guards`), at most once per [`GuardState::interval`] of
+//! monotonic time. The window is built from cumulative counts sampled at
 //! each check, so nothing is reset and no counter is shared with requests.
 
 use std::collections::VecDeque;
@@ -74,6 +74,7 @@ impl GuardState {
         flag: &Flag,
         counters: &Counters,
         now: i64,
+        wall: i64,
     ) -> Option<(usize, GuardTrip)> {
         // Another thread is checking: it will see what this one would.
         let mut samples = self.samples.try_lock().ok()?;
@@ -94,7 +95,7 @@ impl GuardState {
             return None;
         }
         let stages = flag.stages.as_deref()?;
-        let index = stages.iter().rposition(|s| s.start_at <= now)?;
+        let index = stages.iter().rposition(|s| s.start_at <= wall)?;
         let stage = stages.get(index)?;
         let delta = |group: usize| {
             let (e0, n0) = first.groups.get(group).copied().unwrap_or_default();
@@ -117,7 +118,7 @@ impl GuardState {
         Some((
             index,
             GuardTrip {
-                flag: flag.key.to_owned(),
+                flag: flag.key.to_string(),
                 stage: stage.name.to_owned(),
                 action: self.action,
                 version: 0,

@@ -63,13 +63,16 @@ pub struct Metrics {
 }
 
 /// Evaluations of one flag that fell in one stage (or group) with one variant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EvaluationCount {
-    /// The flag's key; empty for keys the store has never known (typos).
-    pub flag: &'static str,
+    /// The flag's key; empty for keys the store has never known (typos),
+    /// and for the `retired` totals.
+    pub flag: String,
     /// The stage that exposed the context, `on` for a flag without stages,
-    /// or `off`, `excluded`, `not-exposed` or `unknown`.
+    /// or `off`, `excluded`, `not-exposed` or `unknown`; `retired` (with an
+    /// empty flag) for the counts of flag keys the store has forgotten
+    /// (no kept config, handle or override holds them any more).
     pub stage: &'static str,
     /// The variant handed out; `None` for contexts not exposed, flags
     /// without variants, and `is_enabled` (which does not pick one).
@@ -85,8 +88,8 @@ pub struct EvaluationCount {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OutcomeCount {
-    /// The flag's key.
-    pub flag: &'static str,
+    /// The flag's key; empty for the `retired` totals.
+    pub flag: String,
     /// The exposing stage, `on`, or `not-exposed`.
     pub stage: &'static str,
     /// [`Outcome::Success`](crate::Outcome::Success) recorded.
@@ -153,31 +156,33 @@ impl Metrics {
         let before: BTreeMap<_, _> = earlier
             .evaluations
             .iter()
-            .map(|e| ((e.flag, e.stage, e.variant, e.enabled), e.count))
+            .map(|e| ((e.flag.as_str(), e.stage, e.variant, e.enabled), e.count))
             .collect();
         let evaluations = self
             .evaluations
             .iter()
             .filter_map(|e| {
-                let was = before.get(&(e.flag, e.stage, e.variant, e.enabled)).copied();
+                let was = before.get(&(e.flag.as_str(), e.stage, e.variant, e.enabled)).copied();
                 let count = e.count.saturating_sub(was.unwrap_or(0));
-                (count > 0).then_some(EvaluationCount { count, ..*e })
+                (count > 0).then(|| EvaluationCount { count, ..e.clone() })
             })
             .collect();
         let before: BTreeMap<_, _> =
-            earlier.outcomes.iter().map(|o| ((o.flag, o.stage), o)).collect();
+            earlier.outcomes.iter().map(|o| ((o.flag.as_str(), o.stage), o)).collect();
         let outcomes = self
             .outcomes
             .iter()
             .filter_map(|o| {
-                let Some(was) = before.get(&(o.flag, o.stage)) else { return Some(o.clone()) };
+                let Some(was) = before.get(&(o.flag.as_str(), o.stage)) else {
+                    return Some(o.clone());
+                };
                 let mut latency = o.latency.clone();
                 for (now, then) in latency.buckets.iter_mut().zip(was.latency.buckets) {
                     *now = now.saturating_sub(then);
                 }
                 latency.sum = latency.sum.saturating_sub(was.latency.sum);
                 let delta = OutcomeCount {
-                    flag: o.flag,
+                    flag: o.flag.clone(),
                     stage: o.stage,
                     successes: o.successes.saturating_sub(was.successes),
                     errors: o.errors.saturating_sub(was.errors),
@@ -204,7 +209,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "flagstone_evaluations_total{{flag=\"{}\",stage=\"{}\",variant=\"{}\",result=\"{result}\"}} {}",
-                Escaped(e.flag),
+                Escaped(&e.flag),
                 Escaped(e.stage),
                 Escaped(e.variant.unwrap_or("")),
                 e.count
@@ -220,7 +225,7 @@ impl Metrics {
                     let _ = writeln!(
                         out,
                         "flagstone_outcomes_total{{flag=\"{}\",stage=\"{}\",outcome=\"{outcome}\"}} {n}",
-                        Escaped(o.flag),
+                        Escaped(&o.flag),
                         Escaped(o.stage)
                     );
                 }
@@ -231,7 +236,7 @@ impl Metrics {
              # TYPE flagstone_latency_seconds histogram\n",
         );
         for o in self.outcomes.iter().filter(|o| o.latency.count() > 0) {
-            let labels = format!("flag=\"{}\",stage=\"{}\"", Escaped(o.flag), Escaped(o.stage));
+            let labels = format!("flag=\"{}\",stage=\"{}\"", Escaped(&o.flag), Escaped(o.stage));
             let mut cumulative = 0u64;
             for (i, n) in o.latency.buckets.iter().enumerate() {
                 cumulative += n;

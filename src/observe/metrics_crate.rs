@@ -19,7 +19,7 @@ pub fn export_to_metrics(metrics: &Metrics) {
     for e in metrics.evaluations() {
         metrics::counter!(
             "flagstone_evaluations_total",
-            "feature_flag.key" => e.flag,
+            "feature_flag.key" => e.flag.clone(),
             "stage" => e.stage,
             "feature_flag.result.variant" => e.variant.unwrap_or(""),
             "result" => if e.enabled { "on" } else { "off" },
@@ -30,7 +30,7 @@ pub fn export_to_metrics(metrics: &Metrics) {
         for (outcome, n) in [("success", o.successes), ("error", o.errors)] {
             metrics::counter!(
                 "flagstone_outcomes_total",
-                "feature_flag.key" => o.flag,
+                "feature_flag.key" => o.flag.clone(),
                 "stage" => o.stage,
                 "outcome" => outcome,
             )
@@ -38,7 +38,7 @@ pub fn export_to_metrics(metrics: &Metrics) {
         }
         let count = o.latency.count();
         if count > 0 {
-            let labels = [("feature_flag.key", o.flag), ("stage", o.stage)];
+            let labels = [("feature_flag.key", o.flag.clone()), ("stage", o.stage.to_owned())];
             metrics::counter!("flagstone_latency_seconds_count", &labels).absolute(count);
             // Whole microseconds: a counter holds integers.
             let micros = u64::try_from(o.latency.sum.as_micros()).unwrap_or(u64::MAX);

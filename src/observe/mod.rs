@@ -42,7 +42,8 @@ pub use metrics::{
 pub use metrics_crate::export_to_metrics;
 
 use counters::{
-    Counters, ERRORS, Group, LATENCY_BUCKET_0, LATENCY_SUM, SUCCESSES, Series, SeriesKey, Tables,
+    Counters, ERRORS, Group, LATENCY_BUCKET_0, LATENCY_SUM, Numbering, OUTCOME_CELLS, SUCCESSES,
+    SeriesKey, Tables,
 };
 
 /// A function told of a store's events.
@@ -61,48 +62,143 @@ pub enum Outcome {
     Latency(Duration),
 }
 
-/// The counting side of a store, kept with its writer: the series, the
-/// counter tables not yet folded, and the totals of those that were.
+/// The counting side of a store, kept with its writer: the numbering of
+/// series, the counter tables compiled configs count into, and the totals
+/// of tables no config counts into any more.
 #[derive(Debug)]
 pub(crate) struct Observe {
     pub(crate) enabled: bool,
-    pub(crate) series: Series,
+    /// Generations of numbering and tables, oldest first; the last one is
+    /// the one new configs are compiled against.
+    generations: Vec<Generation>,
+    /// Totals of live series whose generation is gone.
+    folded: foldhash::HashMap<SeriesKey, Vec<u64>>,
+    /// Totals of the series of flag keys the store has forgotten.
+    retired: Retired,
+    /// The previous read of [`Observe::delta`].
+    last: Metrics,
+}
+
+/// One numbering and the tables counted by it.
+#[derive(Debug, Default)]
+struct Generation {
+    numbering: Numbering,
     /// Every table a compiled config may still count into; the last one is
     /// the newest.
     tables: Vec<Arc<Tables>>,
-    /// Totals of tables no config counts into any more, by cell.
+    /// Totals, by cell, of this generation's tables that no config counts
+    /// into any more.
     folded: Totals,
-    /// The previous read of [`Observe::delta`].
-    last: Metrics,
+}
+
+/// What forgotten keys counted, summed over keys.
+#[derive(Clone, Debug, Default)]
+struct Retired {
+    evaluations_on: u64,
+    evaluations_off: u64,
+    outcomes: Vec<u64>,
+}
+
+impl Retired {
+    fn add(&mut self, key: &SeriesKey, cells: &[u64]) {
+        match key {
+            SeriesKey::Evaluations { group, .. } => {
+                let n = cells.first().copied().unwrap_or(0);
+                let counter = if matches!(group, Group::Exposed(_)) {
+                    &mut self.evaluations_on
+                } else {
+                    &mut self.evaluations_off
+                };
+                *counter = counter.wrapping_add(n);
+            }
+            SeriesKey::Outcomes { .. } => add_cells(&mut self.outcomes, cells),
+        }
+    }
+}
+
+fn add_cells(into: &mut Vec<u64>, cells: &[u64]) {
+    if into.len() < cells.len() {
+        into.resize(cells.len(), 0);
+    }
+    for (total, n) in into.iter_mut().zip(cells) {
+        *total = total.wrapping_add(*n);
+    }
+}
+
+fn width(key: &SeriesKey) -> u32 {
+    match key {
+        SeriesKey::Evaluations { .. } => 1,
+        SeriesKey::Outcomes { .. } => OUTCOME_CELLS,
+    }
 }
 
 impl Observe {
     pub(crate) fn new() -> Self {
         Self {
             enabled: true,
-            series: Series::default(),
-            tables: Vec::new(),
-            folded: Totals::default(),
+            generations: vec![Generation::default()],
+            folded: foldhash::HashMap::default(),
+            retired: Retired::default(),
             last: Metrics::default(),
         }
     }
 
-    /// The series to number a config's counters in; `None` when the store
-    /// does not count.
-    pub(crate) fn series(&mut self) -> Option<&mut Series> {
-        self.enabled.then_some(&mut self.series)
+    fn current(&mut self) -> &mut Generation {
+        if self.generations.is_empty() {
+            self.generations.push(Generation::default());
+        }
+        let last = self.generations.len() - 1;
+        &mut self.generations[last]
     }
 
-    /// The tables a config compiled against the current series counts into:
-    /// the newest, or bigger ones when the series outgrew them. Tables grow
-    /// by doubling, so a store holds at most about twice what it needs.
+    /// The numbering to compile a config's counters against; `None` when
+    /// the store does not count.
+    pub(crate) fn numbering(&mut self) -> Option<&mut Numbering> {
+        if !self.enabled {
+            return None;
+        }
+        Some(&mut self.current().numbering)
+    }
+
+    /// Forgets the series of a flag key no kept config, handle or override
+    /// holds: its counts go to the retired totals.
+    pub(crate) fn forget(&mut self, flag: &str) {
+        for generation in &mut self.generations {
+            generation.numbering.forget(flag);
+        }
+        let gone: Vec<SeriesKey> =
+            self.folded.keys().filter(|k| &**k.flag() == flag).cloned().collect();
+        for key in gone {
+            if let Some(cells) = self.folded.remove(&key) {
+                self.retired.add(&key, &cells);
+            }
+        }
+    }
+
+    /// Starts a new generation when the current one holds more dead series
+    /// than live ones: configs compiled from now on count into fresh
+    /// tables, numbered densely; the old tables are read until no config
+    /// counts into them, then folded.
+    pub(crate) fn compact_if_worth(&mut self) {
+        if self.enabled && self.current().numbering.worth_compacting() {
+            self.generations.push(Generation::default());
+        }
+    }
+
+    /// The tables a config compiled against the current numbering counts
+    /// into: the newest, or bigger ones when the numbering outgrew them.
+    /// Tables grow by doubling, so a store holds at most about twice what it
+    /// needs.
     pub(crate) fn tables(&mut self) -> Option<Arc<Tables>> {
         if !self.enabled {
             return None;
         }
-        let (evaluations, outcomes) =
-            (self.series.evaluation_cells as usize, self.series.outcome_cells as usize);
-        if let Some(newest) = self.tables.last()
+        let generation = self.current();
+        let (evaluations, outcomes) = (
+            generation.numbering.evaluation_cells as usize,
+            generation.numbering.outcome_cells as usize,
+        );
+        if let Some(newest) = generation.tables.last()
             && newest.evaluations.cells() >= evaluations
             && newest.outcomes.cells() >= outcomes
         {
@@ -110,13 +206,119 @@ impl Observe {
         }
         let grow = |needed: usize, had: Option<usize>| had.map_or(needed, |h| needed.max(h * 2));
         let tables = Arc::new(Tables::new(
-            grow(evaluations, self.tables.last().map(|t| t.evaluations.cells())).max(64),
-            grow(outcomes, self.tables.last().map(|t| t.outcomes.cells())).max(64),
+            grow(evaluations, generation.tables.last().map(|t| t.evaluations.cells())).max(64),
+            grow(outcomes, generation.tables.last().map(|t| t.outcomes.cells())).max(64),
         ));
-        self.tables.push(tables.clone());
+        generation.tables.push(tables.clone());
         Some(tables)
     }
 
+    /// Reads every series into a [`Metrics`], folding away the tables (and
+    /// generations) no config can count into any more.
+    pub(crate) fn read(&mut self) -> Metrics {
+        type EvaluationKey = (Arc<str>, &'static str, Option<&'static str>, bool);
+        let mut evaluations: BTreeMap<EvaluationKey, u64> = BTreeMap::new();
+        let mut outcomes: BTreeMap<(Arc<str>, &'static str), Vec<u64>> = BTreeMap::new();
+        let mut retired = self.retired.clone();
+        let mut add = |key: &SeriesKey, cells: &[u64]| match key {
+            SeriesKey::Evaluations { flag, group, variant } => {
+                let enabled = matches!(group, Group::Exposed(_));
+                let n = cells.first().copied().unwrap_or(0);
+                let count = evaluations.entry((flag.clone(), group.label(), *variant, enabled));
+                let count = count.or_default();
+                *count = count.wrapping_add(n);
+            }
+            SeriesKey::Outcomes { flag, group } => {
+                add_cells(outcomes.entry((flag.clone(), group.label())).or_default(), cells)
+            }
+        };
+        for (key, cells) in &self.folded {
+            add(key, cells);
+        }
+        let current = self.generations.len().saturating_sub(1);
+        let mut kept = Vec::with_capacity(self.generations.len());
+        for (i, mut generation) in std::mem::take(&mut self.generations).into_iter().enumerate() {
+            let totals = generation.totals();
+            let cells = |key: &SeriesKey, id: u32| -> Vec<u64> {
+                let table = match key {
+                    SeriesKey::Evaluations { .. } => &totals.evaluations,
+                    SeriesKey::Outcomes { .. } => &totals.outcomes,
+                };
+                (id..id + width(key))
+                    .map(|cell| table.get(cell as usize).copied().unwrap_or(0))
+                    .collect()
+            };
+            let done = i != current && generation.tables.is_empty();
+            for (key, &id) in &generation.numbering.ids {
+                let values = cells(key, id);
+                add(key, &values);
+                if done {
+                    add_cells(self.folded.entry(key.clone()).or_default(), &values);
+                }
+            }
+            for (key, id) in &generation.numbering.dead {
+                let values = cells(key, *id);
+                retired.add(key, &values);
+                if done {
+                    self.retired.add(key, &values);
+                }
+            }
+            if !done {
+                kept.push(generation);
+            }
+        }
+        self.generations = kept;
+
+        let mut metrics = Metrics::default();
+        for ((flag, stage, variant, enabled), count) in evaluations {
+            if count > 0 {
+                let flag = flag.to_string();
+                metrics.evaluations.push(EvaluationCount { flag, stage, variant, enabled, count });
+            }
+        }
+        for (enabled, count) in [(false, retired.evaluations_off), (true, retired.evaluations_on)] {
+            if count > 0 {
+                let (flag, stage, variant) = (String::new(), "retired", None);
+                metrics.evaluations.push(EvaluationCount { flag, stage, variant, enabled, count });
+            }
+        }
+        let retired_outcomes = (!retired.outcomes.is_empty())
+            .then(|| (Arc::<str>::from(""), "retired", retired.outcomes));
+        for (flag, stage, cells) in outcomes
+            .into_iter()
+            .map(|((flag, stage), cells)| (flag, stage, cells))
+            .chain(retired_outcomes)
+        {
+            let cell = |i: u32| cells.get(i as usize).copied().unwrap_or(0);
+            let mut latency = Latency::default();
+            for (i, bucket) in latency.buckets.iter_mut().enumerate() {
+                *bucket = cell(LATENCY_BUCKET_0 + i as u32);
+            }
+            latency.sum = Duration::from_nanos(cell(LATENCY_SUM));
+            let o = OutcomeCount {
+                flag: flag.to_string(),
+                stage,
+                successes: cell(SUCCESSES),
+                errors: cell(ERRORS),
+                latency,
+            };
+            if o.successes > 0 || o.errors > 0 || o.latency.count() > 0 {
+                metrics.outcomes.push(o);
+            }
+        }
+        metrics
+    }
+
+    /// What changed since the previous call.
+    pub(crate) fn delta(&mut self) -> Metrics {
+        let now = self.read();
+        let delta = now.since(&self.last);
+        self.last = now;
+        delta
+    }
+}
+
+impl Generation {
     /// Sums every table per cell, folding away those no config can count
     /// into any more (only this list still holds them).
     fn totals(&mut self) -> Totals {
@@ -135,58 +337,6 @@ impl Observe {
         }
         self.tables = kept;
         totals
-    }
-
-    /// Reads every series into a [`Metrics`].
-    pub(crate) fn read(&mut self) -> Metrics {
-        let totals = self.totals();
-        let eval = |id: u32| totals.evaluations.get(id as usize).copied().unwrap_or(0);
-        let cell = |id: u32| totals.outcomes.get(id as usize).copied().unwrap_or(0);
-        let mut evaluations = BTreeMap::new();
-        let mut outcomes = BTreeMap::new();
-        for (&key, &id) in &self.series.ids {
-            match key {
-                SeriesKey::Evaluations { flag, group, variant } => {
-                    let count = eval(id);
-                    if count > 0 {
-                        let enabled = matches!(group, Group::Exposed(_));
-                        evaluations.insert(
-                            (flag, group.label(), variant, enabled),
-                            EvaluationCount { flag, stage: group.label(), variant, enabled, count },
-                        );
-                    }
-                }
-                SeriesKey::Outcomes { flag, group } => {
-                    let mut latency = Latency::default();
-                    for (i, bucket) in latency.buckets.iter_mut().enumerate() {
-                        *bucket = cell(id + LATENCY_BUCKET_0 + i as u32);
-                    }
-                    latency.sum = Duration::from_nanos(cell(id + LATENCY_SUM));
-                    let o = OutcomeCount {
-                        flag,
-                        stage: group.label(),
-                        successes: cell(id + SUCCESSES),
-                        errors: cell(id + ERRORS),
-                        latency,
-                    };
-                    if o.successes > 0 || o.errors > 0 || o.latency.count() > 0 {
-                        outcomes.insert((flag, group.label()), o);
-                    }
-                }
-            }
-        }
-        Metrics {
-            evaluations: evaluations.into_values().collect(),
-            outcomes: outcomes.into_values().collect(),
-        }
-    }
-
-    /// What changed since the previous call.
-    pub(crate) fn delta(&mut self) -> Metrics {
-        let now = self.read();
-        let delta = now.since(&self.last);
-        self.last = now;
-        delta
     }
 }
 

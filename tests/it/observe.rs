@@ -219,7 +219,7 @@ fn guarded(
     action: &str,
 ) -> (FlagStore, Arc<ManualClock>, Arc<Mutex<Vec<StoreEvent>>>) {
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-    let store = FlagStore::new().with_clock(clock.clone());
+    let store = FlagStore::new().with_clock(clock.clone()).with_manual_guard_checks();
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     store.on_event(move |e| sink.lock().expect("not poisoned").push(e.clone()));
@@ -230,7 +230,7 @@ fn guarded(
 
 /// Simulated traffic: `requests` users, one ms apart; a request fails 1 in
 /// 50 times, or 1 in `canary_error_every` times when the canary stage
-/// exposes it.
+/// exposes it. The guards look every 50 simulated ms.
 fn traffic(store: &FlagStore, clock: &ManualClock, requests: usize, canary_error_every: usize) {
     for i in 0..requests {
         let user = format!("u-{i}");
@@ -241,6 +241,9 @@ fn traffic(store: &FlagStore, clock: &ManualClock, requests: usize, canary_error
         let outcome = if i % every == 0 { Outcome::Error } else { Outcome::Success };
         store.record("checkout", &ctx, outcome);
         clock.advance(Duration::from_millis(1));
+        if i.is_multiple_of(50) {
+            store.check_guards();
+        }
     }
 }
 
@@ -334,6 +337,68 @@ fn a_disable_guard_turns_the_flag_off() {
     assert_eq!(trips.len(), 1);
     assert_eq!(trips[0].now_serving, None);
     assert_eq!(store.evaluate("checkout", &Context::new().user("u-1")).reason, Reason::KillSwitch);
+}
+
+#[test]
+fn a_wall_clock_step_backwards_does_not_silence_guards() {
+    let (store, clock, events) = guarded(500, "rollback_stage");
+    traffic(&store, &clock, 2_000, 50);
+    // NTP (or an operator) steps the wall clock back an hour; time goes on.
+    clock.set(clock.now_millis_value() - 3_600_000);
+    traffic(&store, &clock, 15_000, 2);
+    let trips = trips(&events);
+    assert_eq!(trips.len(), 1, "the guard kept looking on monotonic time: {trips:?}");
+}
+
+#[test]
+fn a_guard_trip_happens_off_the_request_path() {
+    // A config with a big cohort: stepping back copies a config, which
+    // must not happen inside `record`.
+    let tenants: Vec<String> = (0..100_000).map(|i| format!("\"big-{i}\"")).collect();
+    let doc = GUARDED
+        .replace("MIN", "200")
+        .replace("ACTION", "rollback_stage")
+        .replace(r#""window_secs": 60"#, r#""window_secs": 1"#)
+        .replace(
+            r#""staff": { "users": ["u-0", "u-1", "u-2"] }"#,
+            &format!(
+                r#""staff": {{ "users": ["u-0", "u-1", "u-2"] }}, "big": {{ "tenants": [{}] }}"#,
+                tenants.join(",")
+            ),
+        );
+    let store = FlagStore::new();
+    let tripped_on = Arc::new(Mutex::new(None));
+    let sink = tripped_on.clone();
+    store.on_event(move |e| {
+        if let StoreEvent::GuardTripped(_) = e {
+            let name = std::thread::current().name().map(str::to_owned);
+            *sink.lock().expect("not poisoned") = Some(name);
+        }
+    });
+    store.apply_json(doc).expect("valid");
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut i = 0usize;
+    while tripped_on.lock().expect("not poisoned").is_none()
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        let user = format!("u-{}", i % 5_000);
+        let ctx = Context::new().user(&user);
+        let in_canary =
+            matches!(store.evaluate("checkout", &ctx).reason, Reason::Stage { name: "canary", .. });
+        let outcome =
+            if in_canary || i.is_multiple_of(50) { Outcome::Error } else { Outcome::Success };
+        let t = std::time::Instant::now();
+        store.record("checkout", &ctx, outcome);
+        slowest = slowest.max(t.elapsed());
+        i += 1;
+        if i.is_multiple_of(1_000) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let tripped_on = tripped_on.lock().expect("not poisoned").clone();
+    println!("guard tripped on {tripped_on:?} after {i} outcomes; slowest record: {slowest:?}");
+    assert_eq!(tripped_on, Some(Some("flagstone-guards".to_owned())));
 }
 
 #[test]
@@ -439,7 +504,7 @@ fn counts_export_to_the_metrics_crate_with_opentelemetry_names() {
 fn a_clock_given_after_the_config_restarts_the_guards_on_it() {
     // The config is applied on the system clock, then a manual clock set
     // in the past replaces it: the guard must check on the new clock.
-    let store = FlagStore::new();
+    let store = FlagStore::new().with_manual_guard_checks();
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     store.on_event(move |e| sink.lock().expect("not poisoned").push(e.clone()));
