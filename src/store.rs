@@ -121,7 +121,6 @@ struct Applied {
 /// trips on the serving version. The updater persists it with its cache,
 /// so that a restart does not undo it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[allow(dead_code)] // Taken up by the updater's cache in the next step.
 pub(crate) struct Decisions {
     /// The version serving.
     pub(crate) serving: u64,
@@ -412,7 +411,6 @@ impl FlagStore {
     }
 
     /// Removes a listener registered with [`FlagStore::subscribe`].
-    #[allow(dead_code)] // Taken up by the updater in the next step.
     pub(crate) fn unsubscribe(&self, id: u64) {
         self.shared.listeners().retain(|(i, _)| *i != id);
     }
@@ -427,7 +425,6 @@ impl FlagStore {
     }
 
     /// What this store decided on its own: see [`Decisions`].
-    #[allow(dead_code)] // Taken up by the updater's cache in the next step.
     pub(crate) fn decisions(&self) -> Decisions {
         let w = self.writer();
         let serving = w.history.back();
@@ -442,7 +439,6 @@ impl FlagStore {
     /// `newest` are refused from now on, and when the serving version is the
     /// one the trips were taken on, its flags step back as they did.
     #[cold]
-    #[allow(dead_code)] // Taken up by the updater's cache in the next step.
     pub(crate) fn restore(&self, decisions: &Decisions) {
         let mut writer = self.writer();
         writer.newest = Some(writer.newest.map_or(decisions.newest, |n| n.max(decisions.newest)));

@@ -8,6 +8,12 @@
 //! [`UpdateEvent`]. On start-up, before the first fresh document arrives, the
 //! store serves the cache file, or else the bootstrap document.
 //!
+//! Every pull has a deadline (30 s by default) that covers redirects, the
+//! body and the signature; [`Updater::stop`] and drop return within 100 ms
+//! whatever a pull is doing, and a pull abandoned that way never applies.
+//! The cache file also records what the store decided on its own (a
+//! rollback, a guard trip), so a restart does not undo it.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use std::time::Duration;
@@ -28,25 +34,26 @@
 //!
 //! `docs/delivery.md` covers signatures and how fast a push reaches a fleet.
 
+mod cache;
 mod file;
 #[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "signing")]
 mod signing;
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::Error;
-use crate::store::FlagStore;
+use crate::observe::{ChangeCause, StoreEvent};
+use crate::store::{Decisions, FlagStore};
 
 /// Where a document came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,8 +71,15 @@ pub enum Origin {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Serving {
-    /// A document fetched from the source since start-up.
+    /// The source's current document: the last pull found it serving.
     Fresh,
+    /// An earlier document of the source: the last pull could not reach
+    /// the source, or the source's current document was refused.
+    Stale,
+    /// A decision of this store holds it back from the source's document:
+    /// a rollback to an older version, or a guard trip, until a newer
+    /// version arrives.
+    Held,
     /// The cache file: the source has not delivered yet.
     Cache,
     /// The bootstrap document: no cache, and the source has not delivered.
@@ -96,7 +110,6 @@ impl SourceError {
     }
 
     #[cold]
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn timeout(message: impl Into<String>) -> Self {
         Self { message: message.into(), status: None, timeout: true }
     }
@@ -126,7 +139,7 @@ pub enum UpdateEvent {
     /// The source has nothing new (304 Not Modified, or the same document).
     Unchanged,
     /// A document was refused: malformed, invalid or stale. The store keeps
-    /// serving what it served.
+    /// serving what it served. Reported once per distinct document.
     Rejected {
         /// Where the document came from.
         origin: Origin,
@@ -148,9 +161,10 @@ pub enum UpdateEvent {
         /// When the updater tries again.
         retry_in: Duration,
     },
-    /// The applied document could not be written to the cache file.
+    /// The cache file could not be written (or a decision could not be
+    /// persisted in it).
     CacheWriteFailed {
-        /// Why.
+        /// Why, naming the file.
         reason: String,
     },
 }
@@ -177,7 +191,7 @@ impl fmt::Display for UpdateEvent {
 }
 
 /// Why the updater could not start, or a synchronous refresh failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UpdateError {
     /// The builder was given no source, or an unusable setting.
@@ -195,6 +209,9 @@ pub enum UpdateError {
     /// The fetched document's signature was refused.
     #[error("signature refused: {0}")]
     Signature(String),
+    /// The updater was stopped while the pull ran: nothing was applied.
+    #[error("the updater was stopped during the pull; nothing was applied")]
+    Stopped,
 }
 
 /// What a successful [`Updater::refresh_now`] did.
@@ -208,6 +225,7 @@ pub enum Refreshed {
 }
 
 /// A fetched document and its detached signature, if the source has one.
+#[derive(Clone, Debug)]
 pub(crate) struct Document {
     pub(crate) body: Vec<u8>,
     pub(crate) signature: Option<Vec<u8>>,
@@ -222,13 +240,22 @@ pub(crate) enum Fetch {
 
 /// A place documents come from.
 pub(crate) trait Source: Send {
-    fn fetch(&mut self) -> Result<Fetch, SourceError>;
+    /// Fetches the current document, giving up at `deadline`.
+    fn fetch(&mut self, deadline: Instant) -> Result<Fetch, SourceError>;
     /// Called when the last fetched document was applied or is the one
     /// serving: a conditional source may now ask only for changes.
     fn commit(&mut self) {}
 }
 
 type Callback = Arc<dyn Fn(&UpdateEvent) + Send + Sync>;
+
+/// The longest interval, backoff, deadline or first wait accepted: longer
+/// ones are surely mistakes (`Duration::MAX`), and would overflow waits.
+const LONGEST: Duration = Duration::from_secs(24 * 3600);
+
+/// How much of the documents applied an updater keeps, so that a rollback
+/// to one of them can be persisted in the cache (signature and all).
+const KEPT_DOCUMENT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Configures and starts an [`Updater`].
 #[must_use]
@@ -238,6 +265,8 @@ pub struct UpdaterBuilder {
     interval: Duration,
     jitter: f64,
     max_backoff: Duration,
+    deadline: Duration,
+    max_body: u64,
     cache_file: Option<PathBuf>,
     bootstrap: Option<Vec<u8>>,
     on_event: Option<Callback>,
@@ -266,7 +295,8 @@ impl fmt::Debug for UpdaterBuilder {
 impl UpdaterBuilder {
     /// Pull the document from a file. Edits, atomic renames and
     /// Kubernetes-style ConfigMap symlink swaps are all picked up; a signed
-    /// document's signature is read from `<path>.sig`.
+    /// document's signature is read from `<path>.sig`. Anything but a
+    /// regular file (a FIFO, a device) is refused without blocking.
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
         self.source = Some(SourceSpec::File(path.into()));
         self
@@ -280,28 +310,48 @@ impl UpdaterBuilder {
         self
     }
 
-    /// The poll interval (default 5 s); each wait is jittered around it.
+    /// The poll interval (default 5 s, at most a day); each wait is
+    /// jittered around it.
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
     }
 
-    /// How far each wait strays from the interval, as a fraction (default
-    /// 0.1: ±10%), so a fleet does not poll in lockstep.
+    /// How far each wait strays from the interval, as a fraction in `0..=1`
+    /// (default 0.1: ±10%), so a fleet does not poll in lockstep. Anything
+    /// else (NaN included) is refused by [`UpdaterBuilder::start`].
     pub fn jitter(mut self, fraction: f64) -> Self {
-        self.jitter = fraction.clamp(0.0, 1.0);
+        self.jitter = fraction;
         self
     }
 
-    /// The longest wait after repeated failures (default 5 minutes); waits
-    /// double from the interval after each failure, with jitter.
+    /// The longest wait after repeated failures (default 5 minutes, at most
+    /// a day; never below the interval); waits double from the interval
+    /// after each failure, with jitter.
     pub fn max_backoff(mut self, max: Duration) -> Self {
         self.max_backoff = max;
         self
     }
 
-    /// Keep the last applied document here (written atomically), and serve it
-    /// at start-up until the source delivers.
+    /// How long one pull may take in all: connecting, redirects, the body,
+    /// the signature (default 30 s, at most a day). A pull past it is a
+    /// source error, and the store keeps serving.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The largest document accepted, from any source and from the cache
+    /// file, after decompression (default 16 MiB).
+    pub fn max_body_bytes(mut self, max: u64) -> Self {
+        self.max_body = max;
+        self
+    }
+
+    /// Keep the last applied document here (written atomically, with its
+    /// signature and the store's own decisions in one file), and serve it
+    /// at start-up until the source delivers. A symlink is written through
+    /// to its target.
     pub fn cache_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.cache_file = Some(path.into());
         self
@@ -321,15 +371,16 @@ impl UpdaterBuilder {
         self
     }
 
-    /// Let [`UpdaterBuilder::start`] wait up to this long for the first fresh
-    /// document (default: do not wait). [`Updater::serving`] then says
-    /// whether it came.
+    /// Let [`UpdaterBuilder::start`] wait up to this long (at most a day)
+    /// for the first fresh document (default: do not wait).
+    /// [`Updater::serving`] then says whether it came.
     pub fn wait_for_first(mut self, wait: Duration) -> Self {
         self.wait_for_first = wait;
         self
     }
 
-    /// Connect and read timeouts for HTTP (defaults 5 s and 10 s).
+    /// Connect and read timeouts for HTTP (defaults 5 s and 10 s), within
+    /// the pull's [deadline](UpdaterBuilder::deadline).
     #[cfg(feature = "http")]
     pub fn timeouts(mut self, connect: Duration, read: Duration) -> Self {
         self.http.connect_timeout = connect;
@@ -337,21 +388,16 @@ impl UpdaterBuilder {
         self
     }
 
-    /// The largest HTTP body accepted, after decompression (default 16 MiB).
-    #[cfg(feature = "http")]
-    pub fn max_body_bytes(mut self, max: u64) -> Self {
-        self.http.max_body = max;
-        self
-    }
-
-    /// Send `Authorization: Bearer <token>` with every HTTP request.
+    /// Send `Authorization: Bearer <token>` with every HTTP request to the
+    /// URL's origin (never after a redirect to another one).
     #[cfg(feature = "http")]
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.http.headers.push(("Authorization".to_owned(), format!("Bearer {}", token.into())));
         self
     }
 
-    /// Send an extra header with every HTTP request.
+    /// Send an extra header with every HTTP request to the URL's origin
+    /// (never after a redirect to another one).
     #[cfg(feature = "http")]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.http.headers.push((name.into(), value.into()));
@@ -373,27 +419,64 @@ impl UpdaterBuilder {
         self
     }
 
+    /// The settings, checked: a zero, endless or NaN value is refused here,
+    /// where it was written, rather than hammering a source or stalling
+    /// the thread later.
+    fn check(&self) -> Result<(), UpdateError> {
+        let misconfigured = |what: String| Err(UpdateError::Config(what));
+        let durations = [
+            ("interval", self.interval),
+            ("max_backoff", self.max_backoff),
+            ("deadline", self.deadline),
+            ("wait_for_first", self.wait_for_first),
+        ];
+        for (name, value) in durations {
+            if value > LONGEST {
+                return misconfigured(format!("{name} of {value:?} is over a day"));
+            }
+        }
+        if self.interval.is_zero() {
+            return misconfigured("the interval must be longer than zero".into());
+        }
+        if self.deadline.is_zero() {
+            return misconfigured("the deadline must be longer than zero".into());
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return misconfigured(format!("jitter {} is not a fraction in 0..=1", self.jitter));
+        }
+        if self.max_body == 0 {
+            return misconfigured("max_body_bytes must be at least 1".into());
+        }
+        Ok(())
+    }
+
     /// Serves the cache file or the bootstrap document, starts the background
     /// thread, and waits for a first fresh document if asked to.
     pub fn start(self) -> Result<Updater, UpdateError> {
+        self.check()?;
+        #[cfg(feature = "signing")]
+        let verifier = self.public_key.transpose().map_err(UpdateError::Config)?;
+        #[cfg(feature = "signing")]
+        let signed = verifier.is_some();
+        #[cfg(not(feature = "signing"))]
+        let signed = false;
         let source: Box<dyn Source> = match self.source {
             None => {
                 return Err(UpdateError::Config("no source: call .file(..) or .http(..)".into()));
             }
-            Some(SourceSpec::File(path)) => Box::new(file::FileSource::new(path)),
+            Some(SourceSpec::File(path)) => {
+                Box::new(file::FileSource::new(path, self.max_body, signed))
+            }
             #[cfg(feature = "http")]
-            Some(SourceSpec::Http(url)) => Box::new(http::HttpSource::new(url, self.http)),
+            Some(SourceSpec::Http(url)) => {
+                Box::new(http::HttpSource::new(url, self.http, self.max_body, signed))
+            }
         };
-        if self.interval.is_zero() {
-            return Err(UpdateError::Config("the interval must be longer than zero".into()));
-        }
-        #[cfg(feature = "signing")]
-        let verifier = self.public_key.transpose().map_err(UpdateError::Config)?;
+        let events = Events(self.on_event);
         let puller = Puller {
-            store: self.store,
+            store: self.store.clone(),
             source,
-            cache_file: self.cache_file,
-            on_event: self.on_event,
+            events: events.clone(),
             last_seen: None,
             failures: 0,
             planned_wait: self.interval,
@@ -401,55 +484,90 @@ impl UpdaterBuilder {
             interval: self.interval,
             jitter: self.jitter,
             max_backoff: self.max_backoff.max(self.interval),
+            deadline: self.deadline,
             #[cfg(feature = "signing")]
             verifier,
         };
         let shared = Arc::new(Shared {
+            store: self.store,
             puller: Mutex::new(puller),
-            serving: Mutex::new(Serving::Nothing),
+            state: Mutex::new(State { origin: None, current: false }),
             fresh: Condvar::new(),
+            cache: Mutex::new(Cache {
+                path: self.cache_file,
+                max_body: self.max_body,
+                kept: VecDeque::new(),
+            }),
+            control: Control::default(),
+            events,
         });
 
         // Start-up: the cache file, else the bootstrap.
-        {
-            let mut puller = shared.lock();
-            let mut serving = Serving::Nothing;
-            if puller.load_cache() {
-                serving = Serving::Cache;
-            } else if let Some(doc) = &self.bootstrap {
-                puller.adopt(doc, Origin::Bootstrap).map_err(UpdateError::Bootstrap)?;
-                serving = Serving::Bootstrap;
-            }
-            *shared.serving_lock() = serving;
-        }
+        let origin = if shared.load_cache() {
+            Some(Origin::Cache)
+        } else if let Some(doc) = &self.bootstrap {
+            let version = shared.store.apply_json(doc).map_err(UpdateError::Bootstrap)?;
+            shared.lock().last_seen = Some((xxh3_64(doc), Seen::Applied));
+            shared.events.emit(&UpdateEvent::Applied { version, origin: Origin::Bootstrap });
+            Some(Origin::Bootstrap)
+        } else {
+            None
+        };
+        shared.state().origin = origin;
 
-        let (stop, stopped) = mpsc::channel::<()>();
+        // Persist the store's own decisions (rollbacks, guard trips) as they
+        // are taken, so that a restart takes them up again.
+        let listener = {
+            let shared = Arc::downgrade(&shared);
+            shared_listener(shared)
+        };
+        let listener = shared.store.subscribe(listener);
+
+        let (done, finished) = mpsc::channel::<()>();
         let thread = {
             let shared = shared.clone();
             thread::Builder::new()
                 .name("flagstone-updater".into())
-                .spawn(move || run(&shared, &stopped))
+                .spawn(move || {
+                    run(&shared);
+                    drop(done);
+                })
                 .map_err(|e| UpdateError::Config(format!("cannot spawn the updater thread: {e}")))?
         };
         if !self.wait_for_first.is_zero() {
-            let serving = shared.serving_lock();
+            let state = shared.state();
             let _ = shared
                 .fresh
-                .wait_timeout_while(serving, self.wait_for_first, |s| *s != Serving::Fresh)
+                .wait_timeout_while(state, self.wait_for_first, |s| !s.fresh())
                 .map_err(|_| UpdateError::Config("the updater panicked".into()))?;
         }
-        Ok(Updater { shared, stop: Some(stop), thread: Some(thread) })
+        Ok(Updater { shared, thread: Some(thread), finished, listener })
     }
+}
+
+/// Tells the updater of the store's own decisions, without keeping it alive.
+fn shared_listener(shared: Weak<Shared>) -> crate::observe::Listener {
+    Arc::new(move |event: &StoreEvent| {
+        if let StoreEvent::Changed(change) = event
+            && matches!(change.cause, ChangeCause::RolledBack | ChangeCause::Guard)
+            && let Some(shared) = shared.upgrade()
+        {
+            shared.persist_decisions();
+        }
+    })
 }
 
 /// Keeps a [`FlagStore`] up to date from a source, on a background thread.
 ///
 /// Dropping the updater (or calling [`Updater::stop`]) ends the thread
-/// promptly; the store keeps serving its last config.
+/// within 100 ms; the store keeps serving its last config.
 pub struct Updater {
     shared: Arc<Shared>,
-    stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// Disconnected when the thread has ended.
+    finished: mpsc::Receiver<()>,
+    /// The store listener that persists decisions.
+    listener: u64,
 }
 
 impl fmt::Debug for Updater {
@@ -467,6 +585,8 @@ impl Updater {
             interval: Duration::from_secs(5),
             jitter: 0.1,
             max_backoff: Duration::from_secs(300),
+            deadline: Duration::from_secs(30),
+            max_body: 16 * 1024 * 1024,
             cache_file: None,
             bootstrap: None,
             on_event: None,
@@ -478,29 +598,48 @@ impl Updater {
         }
     }
 
-    /// Pulls once, now, on the caller's thread.
+    /// Pulls once, now, on the caller's thread (waiting for a pull the
+    /// thread has under way, if any). A document refused before is refused
+    /// again, every time, until the source has another one.
     pub fn refresh_now(&self) -> Result<Refreshed, UpdateError> {
-        let outcome = self.shared.lock().pull();
-        if matches!(outcome, Ok(Refreshed::Applied(_)) | Ok(Refreshed::Unchanged)) {
-            self.shared.mark_fresh();
-        }
-        outcome
+        self.shared.pull(true)
     }
 
-    /// What the store is serving: fresh, the cache, the bootstrap, or nothing.
+    /// What the store is serving: fresh, stale, held by a local decision,
+    /// the cache, the bootstrap, or nothing.
     pub fn serving(&self) -> Serving {
-        *self.shared.serving_lock()
+        let origin = self.shared.state().origin;
+        let held = || {
+            let decided = self.shared.store.decisions();
+            decided.serving < decided.newest || !decided.trips.is_empty()
+        };
+        match origin {
+            None => Serving::Nothing,
+            Some(_) if held() => Serving::Held,
+            Some(Origin::Cache) => Serving::Cache,
+            Some(Origin::Bootstrap) => Serving::Bootstrap,
+            Some(Origin::Source) if self.shared.state().current => Serving::Fresh,
+            Some(Origin::Source) => Serving::Stale,
+        }
     }
 
-    /// Stops the background thread and waits for it.
+    /// Stops the background thread: returns within 100 ms. A pull under
+    /// way is abandoned (it finishes on its own, within its deadline, and
+    /// applies nothing).
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        self.shared.store.unsubscribe(self.listener);
+        self.shared.control.stop();
+        let Some(thread) = self.thread.take() else { return };
+        match self.finished.recv_timeout(Duration::from_millis(50)) {
+            Err(RecvTimeoutError::Disconnected) | Ok(()) => {
+                let _ = thread.join();
+            }
+            // Busy in a pull: it ends on its own, and applies nothing.
+            Err(RecvTimeoutError::Timeout) => drop(thread),
         }
     }
 }
@@ -511,66 +650,74 @@ impl Drop for Updater {
     }
 }
 
+/// Whether the updater was stopped, and how its thread is woken.
+///
+/// A pull checks `stopped` and applies while holding the lock, so once
+/// [`Control::stop`] returns no pull can apply any more.
+#[derive(Default)]
+struct Control {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Control {
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stop(&self) {
+        *self.lock() = true;
+        self.wake.notify_all();
+    }
+
+    /// Waits `wait`, or until stopped; whether stopped.
+    fn sleep(&self, wait: Duration) -> bool {
+        let stopped = self.lock();
+        match self.wake.wait_timeout_while(stopped, wait, |s| !*s) {
+            Ok((stopped, _)) => *stopped,
+            Err(poisoned) => *poisoned.into_inner().0,
+        }
+    }
+}
+
+/// What the updater installed, as [`Updater::serving`] reads it.
+#[derive(Clone, Copy)]
+struct State {
+    /// Where the serving document came from.
+    origin: Option<Origin>,
+    /// Whether the last pull found the source's current document serving.
+    current: bool,
+}
+
+impl State {
+    fn fresh(&self) -> bool {
+        self.origin == Some(Origin::Source) && self.current
+    }
+}
+
 struct Shared {
-    puller: Mutex<Puller>,
-    serving: Mutex<Serving>,
-    fresh: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Puller> {
-        self.puller.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn serving_lock(&self) -> MutexGuard<'_, Serving> {
-        self.serving.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn mark_fresh(&self) {
-        *self.serving_lock() = Serving::Fresh;
-        self.fresh.notify_all();
-    }
-}
-
-fn run(shared: &Shared, stopped: &mpsc::Receiver<()>) {
-    loop {
-        let (outcome, wait) = {
-            let mut puller = shared.lock();
-            let outcome = puller.pull();
-            (outcome, puller.planned_wait)
-        };
-        if outcome.is_ok() {
-            shared.mark_fresh();
-        }
-        match stopped.recv_timeout(wait) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-    }
-}
-
-/// The state of pulling: the source, what was last seen, and the failures
-/// that set the backoff.
-struct Puller {
     store: Arc<FlagStore>,
-    source: Box<dyn Source>,
-    cache_file: Option<PathBuf>,
-    on_event: Option<Callback>,
-    /// The hash of the last document applied or refused for its content, so
-    /// the same bytes are neither applied nor reported twice.
-    last_seen: Option<u64>,
-    failures: u32,
-    /// When the thread pulls next, planned by the last pull.
-    planned_wait: Duration,
-    rng: u64,
-    interval: Duration,
-    jitter: f64,
-    max_backoff: Duration,
-    #[cfg(feature = "signing")]
-    verifier: Option<signing::Verifier>,
+    puller: Mutex<Puller>,
+    state: Mutex<State>,
+    fresh: Condvar,
+    cache: Mutex<Cache>,
+    control: Control,
+    events: Events,
 }
 
-impl Puller {
+/// The cache file and the applied documents kept for it.
+struct Cache {
+    path: Option<PathBuf>,
+    max_body: u64,
+    /// Documents applied from the source (and the cache), oldest first,
+    /// within [`KEPT_DOCUMENT_BYTES`].
+    kept: VecDeque<(u64, Arc<Document>)>,
+}
+
+#[derive(Clone)]
+struct Events(Option<Callback>);
+
+impl Events {
     fn emit(&self, event: &UpdateEvent) {
         #[cfg(feature = "tracing")]
         match event {
@@ -578,17 +725,195 @@ impl Puller {
             UpdateEvent::Unchanged => tracing::trace!(target: "flagstone", "{event}"),
             _ => tracing::warn!(target: "flagstone", "{event}"),
         }
-        if let Some(f) = &self.on_event {
+        if let Some(f) = &self.0 {
             f(event);
         }
     }
+}
 
-    /// Fetches, verifies and applies once.
-    fn pull(&mut self) -> Result<Refreshed, UpdateError> {
-        let outcome = self.pull_once();
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Puller> {
+        self.puller.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One pull: fetch, verify, apply (unless stopped meanwhile), cache.
+    fn pull(&self, asked: bool) -> Result<Refreshed, UpdateError> {
+        let mut puller = self.lock();
+        let outcome = puller.pull(asked, &self.control);
+        let applied = match &outcome {
+            Ok(Pulled::Applied(version, document)) => Some((*version, document.clone())),
+            _ => None,
+        };
+        drop(puller);
+        // Cached before anyone hears of it: a caller that saw the update
+        // may read the cache file.
+        if let Some((version, document)) = applied {
+            self.cache_applied(version, document);
+        }
+        {
+            let mut state = self.state();
+            match &outcome {
+                Ok(_) => {
+                    state.origin = Some(Origin::Source);
+                    state.current = true;
+                }
+                Err(UpdateError::Stopped) => {}
+                Err(_) => state.current = false,
+            }
+        }
+        self.fresh.notify_all();
+        outcome.map(|pulled| match pulled {
+            Pulled::Applied(version, _) => Refreshed::Applied(version),
+            Pulled::Unchanged => Refreshed::Unchanged,
+        })
+    }
+
+    /// Serves the cache file, if there is a valid one, with the decisions
+    /// recorded in it.
+    fn load_cache(&self) -> bool {
+        let mut cache = self.cache();
+        let Some(path) = cache.path.clone() else { return false };
+        let Ok(cached) = cache::read(&path, cache.max_body) else { return false };
+        let mut puller = self.lock();
+        if let Err(reason) = puller.verify(&cached.document) {
+            self.events.emit(&UpdateEvent::SignatureRejected { origin: Origin::Cache, reason });
+            return false;
+        }
+        match self.store.apply_json(&cached.document.body) {
+            Ok(version) => {
+                self.store.restore(&Decisions {
+                    serving: version,
+                    newest: cached.newest,
+                    trips: cached.trips,
+                });
+                puller.last_seen = Some((xxh3_64(&cached.document.body), Seen::Applied));
+                cache.keep(version, Arc::new(cached.document));
+                self.events.emit(&UpdateEvent::Applied { version, origin: Origin::Cache });
+                true
+            }
+            Err(error) => {
+                self.events.emit(&UpdateEvent::Rejected { origin: Origin::Cache, error });
+                false
+            }
+        }
+    }
+
+    /// Writes a document just applied from the source to the cache file.
+    fn cache_applied(&self, version: u64, document: Arc<Document>) {
+        let mut cache = self.cache();
+        cache.keep(version, document.clone());
+        let decided = self.store.decisions();
+        // A decision taken since (a rollback racing the apply) is
+        // persisted by its own event.
+        if decided.serving == version {
+            cache.write(&document, &decided, &self.events);
+        }
+    }
+
+    /// Persists the store's decisions: the serving document, kept from when
+    /// it was applied, with the newest version seen and the guard trips.
+    fn persist_decisions(&self) {
+        let cache = self.cache();
+        if cache.path.is_none() {
+            return;
+        }
+        let decided = self.store.decisions();
+        let kept = cache.kept.iter().rev().find(|(v, _)| *v == decided.serving);
+        match kept {
+            Some((_, document)) => cache.write(document, &decided, &self.events),
+            None => self.events.emit(&UpdateEvent::CacheWriteFailed {
+                reason: format!(
+                    "the decision to serve version {} cannot be persisted: its document is \
+                     not kept (only documents applied by this updater are)",
+                    decided.serving
+                ),
+            }),
+        }
+    }
+}
+
+impl Cache {
+    fn keep(&mut self, version: u64, document: Arc<Document>) {
+        self.kept.retain(|(v, _)| *v != version);
+        self.kept.push_back((version, document));
+        let mut bytes: usize = self.kept.iter().map(|(_, d)| d.body.len()).sum();
+        while self.kept.len() > crate::HISTORY
+            || (bytes > KEPT_DOCUMENT_BYTES && self.kept.len() > 1)
+        {
+            if let Some((_, dropped)) = self.kept.pop_front() {
+                bytes -= dropped.body.len();
+            }
+        }
+    }
+
+    fn write(&self, document: &Document, decided: &Decisions, events: &Events) {
+        let Some(path) = &self.path else { return };
+        if let Err(reason) = cache::write(path, document, decided) {
+            events.emit(&UpdateEvent::CacheWriteFailed { reason });
+        }
+    }
+}
+
+fn run(shared: &Shared) {
+    loop {
+        let _ = shared.pull(false);
+        let wait = shared.lock().planned_wait;
+        if shared.control.sleep(wait) {
+            return;
+        }
+    }
+}
+
+/// What a pull came to.
+enum Pulled {
+    Applied(u64, Arc<Document>),
+    Unchanged,
+}
+
+/// What became of a document, by the hash of its bytes.
+enum Seen {
+    Applied,
+    Refused(UpdateError),
+}
+
+/// The state of pulling: the source, what was last seen, and the failures
+/// that set the backoff.
+struct Puller {
+    store: Arc<FlagStore>,
+    source: Box<dyn Source>,
+    events: Events,
+    /// The hash of the last document applied or refused for its content,
+    /// and what became of it: the same bytes are neither applied nor
+    /// reported twice, and a refusal stays a refusal.
+    last_seen: Option<(u64, Seen)>,
+    failures: u32,
+    /// When the thread pulls next, planned by the last pull.
+    planned_wait: Duration,
+    rng: u64,
+    interval: Duration,
+    jitter: f64,
+    max_backoff: Duration,
+    deadline: Duration,
+    #[cfg(feature = "signing")]
+    verifier: Option<signing::Verifier>,
+}
+
+impl Puller {
+    /// Fetches, verifies and applies once. `asked`: for a caller, who hears
+    /// a refusal every time; the thread reports one once.
+    fn pull(&mut self, asked: bool, control: &Control) -> Result<Pulled, UpdateError> {
+        let outcome = self.pull_once(asked, control);
         self.planned_wait = self.next_wait(outcome.is_ok());
         if let Err(UpdateError::Source(error)) = &outcome {
-            self.emit(&UpdateEvent::SourceError {
+            self.events.emit(&UpdateEvent::SourceError {
                 error: error.clone(),
                 retry_in: self.planned_wait,
             });
@@ -596,12 +921,13 @@ impl Puller {
         outcome
     }
 
-    fn pull_once(&mut self) -> Result<Refreshed, UpdateError> {
-        let document = match self.source.fetch() {
+    fn pull_once(&mut self, asked: bool, control: &Control) -> Result<Pulled, UpdateError> {
+        let deadline = Instant::now() + self.deadline;
+        let document = match self.source.fetch(deadline) {
             Ok(Fetch::NotModified) => {
                 self.failures = 0;
-                self.emit(&UpdateEvent::Unchanged);
-                return Ok(Refreshed::Unchanged);
+                self.events.emit(&UpdateEvent::Unchanged);
+                return Ok(Pulled::Unchanged);
             }
             Ok(Fetch::Document(document)) => document,
             Err(error) => {
@@ -611,38 +937,55 @@ impl Puller {
         };
         self.failures = 0;
         let hash = xxh3_64(&document.body);
-        if self.last_seen == Some(hash) {
-            self.source.commit();
-            self.emit(&UpdateEvent::Unchanged);
-            return Ok(Refreshed::Unchanged);
+        match &self.last_seen {
+            Some((seen, Seen::Applied)) if *seen == hash => {
+                self.source.commit();
+                self.events.emit(&UpdateEvent::Unchanged);
+                return Ok(Pulled::Unchanged);
+            }
+            Some((seen, Seen::Refused(error))) if *seen == hash => {
+                let _ = asked; // Reported when first seen; the state says it still holds.
+                return Err(error.clone());
+            }
+            _ => {}
         }
         // A signature can lag its document (a sidecar published second), so a
         // refusal is not remembered: the next pull checks again.
         if let Err(reason) = self.verify(&document) {
-            self.emit(&UpdateEvent::SignatureRejected {
+            self.events.emit(&UpdateEvent::SignatureRejected {
                 origin: Origin::Source,
                 reason: reason.clone(),
             });
             return Err(UpdateError::Signature(reason));
         }
-        self.last_seen = Some(hash);
-        match self.store.apply_json(&document.body) {
+        // Checked and applied under the stop lock: once `stop` returned,
+        // nothing applies.
+        let stopped = control.lock();
+        if *stopped {
+            return Err(UpdateError::Stopped);
+        }
+        let applied = self.store.apply_json(&document.body);
+        drop(stopped);
+        match applied {
             Ok(version) => {
+                self.last_seen = Some((hash, Seen::Applied));
                 self.source.commit();
-                self.emit(&UpdateEvent::Applied { version, origin: Origin::Source });
-                self.write_cache(&document);
-                Ok(Refreshed::Applied(version))
+                self.events.emit(&UpdateEvent::Applied { version, origin: Origin::Source });
+                Ok(Pulled::Applied(version, Arc::new(document)))
             }
             Err(error) if error.stale_version() == Some(self.store.version()) => {
                 // The serving version, in other bytes (re-serialized, or
                 // served from a cache before the source caught up).
+                self.last_seen = Some((hash, Seen::Applied));
                 self.source.commit();
-                self.emit(&UpdateEvent::Unchanged);
-                Ok(Refreshed::Unchanged)
+                self.events.emit(&UpdateEvent::Unchanged);
+                Ok(Pulled::Unchanged)
             }
             Err(error) => {
-                self.emit(&UpdateEvent::Rejected { origin: Origin::Source, error: error.clone() });
-                Err(UpdateError::Rejected(error))
+                let refused = UpdateError::Rejected(error.clone());
+                self.last_seen = Some((hash, Seen::Refused(refused.clone())));
+                self.events.emit(&UpdateEvent::Rejected { origin: Origin::Source, error });
+                Err(refused)
             }
         }
     }
@@ -660,52 +1003,6 @@ impl Puller {
         Ok(())
     }
 
-    /// Serves the cache file, if there is a valid one.
-    fn load_cache(&mut self) -> bool {
-        let Some(path) = &self.cache_file else { return false };
-        let Ok(document) = file::read_document(path) else { return false };
-        if let Err(reason) = self.verify(&document) {
-            self.emit(&UpdateEvent::SignatureRejected { origin: Origin::Cache, reason });
-            return false;
-        }
-        match self.adopt(&document.body, Origin::Cache) {
-            Ok(_) => true,
-            Err(error) => {
-                self.emit(&UpdateEvent::Rejected { origin: Origin::Cache, error });
-                false
-            }
-        }
-    }
-
-    /// Applies a start-up document (cache or bootstrap): on success the store
-    /// serves it, its bytes count as seen, and an `Applied` event says where
-    /// it came from.
-    fn adopt(&mut self, body: &[u8], origin: Origin) -> Result<u64, Error> {
-        let version = self.store.apply_json(body)?;
-        self.last_seen = Some(xxh3_64(body));
-        self.emit(&UpdateEvent::Applied { version, origin });
-        Ok(version)
-    }
-
-    /// Writes the applied document to the cache file: temp file, fsync,
-    /// rename, so a crash leaves the old cache or the new one, never half.
-    fn write_cache(&self, document: &Document) {
-        let Some(path) = &self.cache_file else { return };
-        let result =
-            write_atomically(path, &document.body).and_then(|()| match &document.signature {
-                Some(sig) => write_atomically(&sig_path(path), sig),
-                None => match fs::remove_file(sig_path(path)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                    _ => Ok(()),
-                },
-            });
-        if let Err(e) = result {
-            self.emit(&UpdateEvent::CacheWriteFailed {
-                reason: format!("{}: {e}", path.display()),
-            });
-        }
-    }
-
     /// The wait before the next pull: the interval, jittered; after failures,
     /// an exponential backoff, jittered, capped at `max_backoff`.
     fn next_wait(&mut self, ok: bool) -> Duration {
@@ -719,7 +1016,7 @@ impl Puller {
             return base;
         }
         let spread = 1.0 + self.jitter * (2.0 * self.random() - 1.0);
-        base.mul_f64(spread.max(0.0))
+        Duration::try_from_secs_f64(base.as_secs_f64() * spread).unwrap_or(base)
     }
 
     /// A number in `0.0..1.0` from xorshift64*: jitter needs spread, not
@@ -751,25 +1048,16 @@ pub(crate) fn sig_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        if let Ok(dir) = fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+/// A signature as text for the cache: base64 as published, or raw bytes
+/// encoded.
+fn signature_text(signature: &[u8]) -> Option<String> {
+    match std::str::from_utf8(signature) {
+        Ok(text) => Some(text.trim().to_owned()),
+        #[cfg(feature = "signing")]
+        Err(_) => Some(signing::encode(signature)),
+        #[cfg(not(feature = "signing"))]
+        Err(_) => None,
     }
-    result
 }
 
 #[cfg(test)]
@@ -779,9 +1067,8 @@ mod tests {
     fn puller(interval: Duration, jitter: f64) -> Puller {
         Puller {
             store: Arc::new(FlagStore::new()),
-            source: Box::new(file::FileSource::new(PathBuf::from("/nonexistent"))),
-            cache_file: None,
-            on_event: None,
+            source: Box::new(file::FileSource::new(PathBuf::from("/nonexistent"), 1024, false)),
+            events: Events(None),
             last_seen: None,
             failures: 0,
             planned_wait: interval,
@@ -789,6 +1076,7 @@ mod tests {
             interval,
             jitter,
             max_backoff: Duration::from_secs(60),
+            deadline: Duration::from_secs(30),
             #[cfg(feature = "signing")]
             verifier: None,
         }
@@ -813,18 +1101,5 @@ mod tests {
         }
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]);
         assert_eq!(p.next_wait(true).as_secs(), 1, "success resets to the interval");
-    }
-
-    #[test]
-    fn atomic_writes_replace_the_whole_file() {
-        let dir = std::env::temp_dir().join(format!("flagstone-atomic-{}", std::process::id()));
-        fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("cache.json");
-        write_atomically(&path, b"first").expect("write");
-        write_atomically(&path, b"second").expect("write");
-        assert_eq!(fs::read(&path).expect("read"), b"second");
-        let leftovers = fs::read_dir(&dir).expect("dir").count();
-        assert_eq!(leftovers, 1, "no temp files left behind");
-        fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

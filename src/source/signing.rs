@@ -46,3 +46,8 @@ impl Verifier {
 fn trim_ascii(bytes: &[u8]) -> &[u8] {
     bytes.trim_ascii()
 }
+
+/// Raw signature bytes as standard base64.
+pub(crate) fn encode(signature: &[u8]) -> String {
+    STANDARD.encode(signature)
+}

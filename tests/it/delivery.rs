@@ -56,6 +56,13 @@ pub fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
+/// The document a cache file holds.
+pub fn cached_document(cache: &Path) -> String {
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&fs::read(cache).expect("cache written")).expect("an envelope");
+    envelope["document"].as_str().expect("a document").to_owned()
+}
+
 fn dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
@@ -137,10 +144,11 @@ fn a_half_written_file_is_refused_and_the_next_good_write_applied() {
         events.last()
     );
     assert_eq!(store.version(), 1);
-    // The same half-document again is not re-reported.
+    // The same half-document again is refused again, but not re-reported.
     let before = events.all().len();
-    assert_eq!(updater.refresh_now().expect("same bytes"), Refreshed::Unchanged);
-    assert_eq!(events.all().len(), before + 1);
+    let again = updater.refresh_now().expect_err("same bytes");
+    assert!(matches!(again, flagstone::UpdateError::Rejected(ref e) if e.is_invalid()), "{again}");
+    assert_eq!(events.all().len(), before);
     fs::write(&path, &full).expect("the rest of the write");
     assert_eq!(updater.refresh_now().expect("refresh"), Refreshed::Applied(2));
 }
@@ -199,7 +207,7 @@ fn start_up_serves_the_cache_when_the_source_is_down_else_the_bootstrap() {
     fs::write(&source, doc(3)).expect("write");
     let (_, _, updater) = boot(Duration::from_secs(5));
     assert_eq!(updater.serving(), Serving::Fresh);
-    assert_eq!(fs::read_to_string(&cache).expect("cache written"), doc(3));
+    assert_eq!(cached_document(&cache), doc(3));
     drop(updater);
 
     // The source is down again: the cache, not the bootstrap.
@@ -268,4 +276,310 @@ fn the_thread_polls_on_its_own_and_stops_promptly() {
     drop(slow);
     updater.stop();
     assert!(start.elapsed() < Duration::from_secs(1), "stopped in {:?}", start.elapsed());
+}
+
+/// Runs `f` on another thread and says whether it ended within `limit`: a
+/// call that would block forever fails the test instead of hanging it.
+fn ends_within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+#[test]
+fn a_refused_document_is_never_reported_as_fresh() {
+    let dir = dir();
+    let path = dir.path().join("flags.json");
+    fs::write(&path, "{ \"version\": 2, \"flags\": { \"x\": {} } }").expect("write");
+    let (store, events) = (Arc::new(FlagStore::new()), Events::default());
+    let updater = Updater::builder(store.clone())
+        .file(&path)
+        .bootstrap(doc(1))
+        .interval(Duration::from_secs(3600))
+        .on_event(events.record())
+        .wait_for_first(Duration::from_millis(300))
+        .start()
+        .expect("start");
+    assert_eq!(updater.serving(), flagstone::Serving::Bootstrap);
+    for _ in 0..3 {
+        let err = updater.refresh_now().expect_err("refused every time");
+        assert!(matches!(err, flagstone::UpdateError::Rejected(ref e) if e.is_invalid()), "{err}");
+        assert_eq!(updater.serving(), flagstone::Serving::Bootstrap);
+    }
+    let reported = events.all().iter().filter(|e| e.starts_with("rejected Source")).count();
+    assert_eq!(reported, 1, "reported once: {:?}", events.all());
+    // A good document later: fresh.
+    fs::write(&path, doc(3)).expect("write");
+    assert_eq!(updater.refresh_now().expect("good"), Refreshed::Applied(3));
+    assert_eq!(updater.serving(), flagstone::Serving::Fresh);
+    // Then a bad one: the store serves 3, but not fresh any more.
+    fs::write(&path, "{ \"version\": 4, \"flags\": { \"x\": {} } }").expect("write");
+    assert!(updater.refresh_now().is_err());
+    assert_eq!(updater.serving(), flagstone::Serving::Stale);
+    assert_eq!(store.version(), 3);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_or_a_device_as_the_source_is_refused_without_blocking() {
+    let dir = dir();
+    let fifo = dir.path().join("flags.json");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    for source in [fifo, std::path::PathBuf::from("/dev/zero")] {
+        let store = Arc::new(FlagStore::new());
+        let shown = source.display().to_string();
+        let outcome = ends_within(Duration::from_secs(5), move || {
+            let updater = Updater::builder(store)
+                .file(&source)
+                .interval(Duration::from_secs(3600))
+                .start()
+                .expect("start");
+            updater.refresh_now().map_err(|e| e.to_string())
+        });
+        let outcome = outcome.unwrap_or_else(|| panic!("{shown}: the pull blocked"));
+        let err = outcome.expect_err("refused");
+        assert!(err.contains("not a regular file"), "{shown}: {err}");
+    }
+}
+
+#[test]
+fn max_body_bytes_limits_files_and_the_cache() {
+    let dir = dir();
+    let (path, cache) = (dir.path().join("flags.json"), dir.path().join("cache.json"));
+    let big = format!("{}{}", doc(5), " ".repeat(4096));
+    fs::write(&path, &big).expect("write");
+    let store = Arc::new(FlagStore::new());
+    let updater = Updater::builder(store.clone())
+        .file(&path)
+        .max_body_bytes(1024)
+        .interval(Duration::from_secs(3600))
+        .start()
+        .expect("start");
+    let err = updater.refresh_now().expect_err("over the limit");
+    assert!(err.to_string().contains("over the limit of 1024 bytes"), "{err}");
+    drop(updater);
+
+    // A cache written with a larger limit is refused under a smaller one.
+    fs::write(&path, &big).expect("write");
+    let updater = Updater::builder(Arc::new(FlagStore::new()))
+        .file(&path)
+        .cache_file(&cache)
+        .interval(Duration::from_secs(3600))
+        .wait_for_first(Duration::from_secs(5))
+        .start()
+        .expect("start");
+    assert_eq!(updater.serving(), flagstone::Serving::Fresh);
+    drop(updater);
+    fs::remove_file(&path).expect("source down");
+    let updater = Updater::builder(Arc::new(FlagStore::new()))
+        .file(&path)
+        .cache_file(&cache)
+        .max_body_bytes(1024)
+        .bootstrap(doc(0))
+        .interval(Duration::from_secs(3600))
+        .start()
+        .expect("start");
+    assert_eq!(updater.serving(), flagstone::Serving::Bootstrap);
+}
+
+#[test]
+fn builder_values_that_would_panic_or_hammer_are_refused() {
+    let store = Arc::new(FlagStore::new());
+    let builder = || Updater::builder(store.clone()).file("/nonexistent");
+    let refused = [
+        ("interval", builder().interval(Duration::MAX)),
+        ("interval", builder().interval(Duration::ZERO)),
+        ("jitter", builder().jitter(f64::NAN)),
+        ("jitter", builder().jitter(f64::INFINITY)),
+        ("jitter", builder().jitter(-0.5)),
+        ("max_backoff", builder().max_backoff(Duration::MAX)),
+        ("deadline", builder().deadline(Duration::ZERO)),
+        ("wait_for_first", builder().wait_for_first(Duration::MAX)),
+        ("max_body_bytes", builder().max_body_bytes(0)),
+    ];
+    for (what, b) in refused {
+        let err = b.start().expect_err(what);
+        assert!(matches!(err, flagstone::UpdateError::Config(_)), "{what}: {err}");
+        assert!(
+            err.to_string().contains(what) || err.to_string().contains("interval"),
+            "{what}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_cache_file_that_is_a_symlink_is_written_through_to_its_target() {
+    let dir = dir();
+    let (path, target, link) = (
+        dir.path().join("flags.json"),
+        dir.path().join("volume.json"),
+        dir.path().join("cache.json"),
+    );
+    fs::write(&path, doc(2)).expect("write");
+    fs::write(&target, "").expect("write");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let _updater = Updater::builder(Arc::new(FlagStore::new()))
+        .file(&path)
+        .cache_file(&link)
+        .interval(Duration::from_secs(3600))
+        .wait_for_first(Duration::from_secs(5))
+        .start()
+        .expect("start");
+    assert!(fs::symlink_metadata(&link).expect("link").file_type().is_symlink(), "still a link");
+    assert_eq!(cached_document(&target), doc(2));
+}
+
+#[test]
+fn a_failed_cache_write_names_the_file() {
+    let dir = dir();
+    let path = dir.path().join("flags.json");
+    fs::write(&path, doc(2)).expect("write");
+    let cache = dir.path().join("no-such-dir").join("cache.json");
+    let events = Events::default();
+    let _updater = Updater::builder(Arc::new(FlagStore::new()))
+        .file(&path)
+        .cache_file(&cache)
+        .on_event(events.record())
+        .interval(Duration::from_secs(3600))
+        .wait_for_first(Duration::from_secs(5))
+        .start()
+        .expect("start");
+    let failed = events.all().into_iter().find(|e| e.starts_with("cache write failed"));
+    let failed = failed.expect("reported");
+    assert!(failed.contains(&cache.display().to_string()), "{failed}");
+}
+
+/// A guarded flag: its canary can be tripped by a test.
+fn guarded_doc(version: u64) -> String {
+    format!(
+        r#"{{ "version": {version}, "flags": {{ "f": {{ "enabled": true,
+            "stages": [ {{ "name": "internal", "cohorts": [] , "percent": 1 }}, {{ "name": "canary", "percent": 50 }} ],
+            "stage": "canary",
+            "guard": {{ "max_error_ratio": 2.0, "min_samples": 50, "window_secs": 10 }} }} }} }}"#
+    )
+}
+
+#[test]
+fn decisions_are_not_undone_by_a_restart() {
+    let dir = dir();
+    let (path, cache) = (dir.path().join("flags.json"), dir.path().join("cache.json"));
+    let boot = |store: Arc<FlagStore>| {
+        Updater::builder(store)
+            .file(&path)
+            .cache_file(&cache)
+            .bootstrap(doc(0))
+            .interval(Duration::from_secs(3600))
+            .wait_for_first(Duration::from_millis(300))
+            .start()
+            .expect("start")
+    };
+
+    // A rollback from 2 to 1, then a restart with the source still at 2.
+    fs::write(&path, doc(1)).expect("write");
+    let store = Arc::new(FlagStore::new());
+    let updater = boot(store.clone());
+    fs::write(&path, doc(2)).expect("write");
+    assert_eq!(updater.refresh_now().expect("v2"), Refreshed::Applied(2));
+    store.rollback().expect("back to 1");
+    assert_eq!(updater.serving(), flagstone::Serving::Held);
+    drop(updater);
+    let store = Arc::new(FlagStore::new());
+    let updater = boot(store.clone());
+    assert_eq!(store.version(), 1, "the rollback holds across the restart");
+    assert_eq!(updater.serving(), flagstone::Serving::Held);
+    assert!(updater.refresh_now().expect_err("2 is refused").to_string().contains("stale"));
+    fs::write(&path, doc(3)).expect("write");
+    assert_eq!(updater.refresh_now().expect("a newer version"), Refreshed::Applied(3));
+    assert_eq!(updater.serving(), flagstone::Serving::Fresh);
+    drop(updater);
+
+    // A guard trip on version 4, then a restart with the source at 4.
+    fs::write(&path, guarded_doc(4)).expect("write");
+    let clock = Arc::new(flagstone::ManualClock::new(1_800_000_000_000));
+    let store = Arc::new(FlagStore::new().with_clock(clock.clone()).with_manual_guard_checks());
+    let updater = boot(store.clone());
+    assert_eq!(store.version(), 4);
+    for i in 0..5_000 {
+        let user = format!("u-{i}");
+        let ctx = flagstone::Context::new().user(&user);
+        let canary = store.evaluate("f", &ctx).reason.label() == "canary";
+        let outcome = if canary || i % 50 == 0 {
+            flagstone::Outcome::Error
+        } else {
+            flagstone::Outcome::Success
+        };
+        store.record("f", &ctx, outcome);
+        clock.advance(Duration::from_millis(2));
+        if i % 100 == 0 {
+            store.check_guards();
+        }
+    }
+    let stepped = |store: &FlagStore| {
+        (0..200).all(|i| {
+            store.evaluate("f", &flagstone::Context::new().user(&format!("u-{i}"))).reason.label()
+                != "canary"
+        })
+    };
+    assert!(stepped(&store), "the guard stepped the canary back");
+    assert_eq!(updater.serving(), flagstone::Serving::Held);
+    drop(updater);
+    let store = Arc::new(FlagStore::new());
+    let updater = boot(store.clone());
+    assert_eq!(store.version(), 4);
+    assert!(stepped(&store), "the trip holds across the restart");
+    assert_eq!(updater.serving(), flagstone::Serving::Held);
+}
+
+#[cfg(feature = "signing")]
+mod signed_cache {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    use super::*;
+
+    fn sign(doc: &str) -> String {
+        STANDARD.encode(SigningKey::from_bytes(&[7u8; 32]).sign(doc.as_bytes()).to_bytes())
+    }
+
+    #[test]
+    fn the_signed_cache_keeps_a_document_and_its_signature_together() {
+        let dir = dir();
+        let (path, cache) = (dir.path().join("flags.json"), dir.path().join("cache.json"));
+        let public = SigningKey::from_bytes(&[7u8; 32]).verifying_key().to_bytes();
+        let publish = |version: u64| {
+            fs::write(&path, doc(version)).expect("write");
+            fs::write(dir.path().join("flags.json.sig"), sign(&doc(version))).expect("write");
+        };
+        let boot = || {
+            Updater::builder(Arc::new(FlagStore::new()))
+                .file(&path)
+                .cache_file(&cache)
+                .public_key(&public)
+                .bootstrap(doc(1))
+                .interval(Duration::from_secs(3600))
+                .wait_for_first(Duration::from_millis(300))
+                .start()
+                .expect("start")
+        };
+        publish(4);
+        let updater = boot();
+        assert_eq!(updater.serving(), flagstone::Serving::Fresh);
+        // A signature beside the cache file can no longer be replaced
+        // separately: a write that failed there kept a new document beside
+        // an old signature.
+        fs::create_dir(dir.path().join("cache.json.sig")).expect("a directory in the way");
+        publish(6);
+        assert_eq!(updater.refresh_now().expect("v6"), Refreshed::Applied(6));
+        drop(updater);
+        fs::remove_file(&path).expect("source down");
+        let updater = boot();
+        assert_eq!(updater.serving(), flagstone::Serving::Cache, "the cached pair verifies");
+    }
 }

@@ -23,6 +23,10 @@ enum Mode {
     Hang(Duration),
     /// Promise the whole document, send half, close.
     CloseMidBody,
+    /// After a pause, `302 Found` to this location.
+    Redirect(Duration, String),
+    /// After a pause, serve as `Serve` does.
+    Slow(Duration),
 }
 
 #[derive(Debug)]
@@ -115,12 +119,14 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) {
             .map(|l| l[name.len() + 1..].trim().to_owned())
     };
     let (if_none_match, authorization) = (header("if-none-match"), header("authorization"));
+    let api_key = header("x-api-key");
     let (mode, body, etag, gzip, signature, sidecar) = {
         let mut s = state.lock().expect("state");
         s.requests.push(format!(
-            "{path} if-none-match={} auth={}",
+            "{path} if-none-match={} auth={} x-api-key={}",
             if_none_match.clone().unwrap_or_default(),
-            authorization.unwrap_or_default()
+            authorization.unwrap_or_default(),
+            api_key.unwrap_or_default()
         ));
         (
             s.mode.clone(),
@@ -131,13 +137,25 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) {
             s.sidecar.clone(),
         )
     };
-    if path.ends_with(".sig") {
+    if path.split('?').next().is_some_and(|p| p.ends_with(".sig")) {
         match sidecar {
             Some(sig) => respond(&mut stream, "200 OK", &[], &sig),
             None => respond(&mut stream, "404 Not Found", &[], b"no signature"),
         }
         return;
     }
+    let mode = match mode {
+        Mode::Slow(pause) => {
+            thread::sleep(pause);
+            Mode::Serve
+        }
+        Mode::Redirect(pause, location) => {
+            thread::sleep(pause);
+            respond(&mut stream, "302 Found", &[format!("Location: {location}")], b"");
+            return;
+        }
+        mode => mode,
+    };
     match mode {
         Mode::Serve => {
             if etag.is_some() && etag == if_none_match {
@@ -164,6 +182,7 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) {
         }
         Mode::Status(code) => respond(&mut stream, &format!("{code} Oops"), &[], b"server trouble"),
         Mode::Hang(d) => thread::sleep(d),
+        Mode::Redirect(..) | Mode::Slow(_) => {}
         Mode::CloseMidBody => {
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -568,4 +587,135 @@ fn nginx_end_to_end() {
         "nginx: a change reached the store in {:?} (interval {interval:?})",
         changed.elapsed()
     );
+}
+
+#[test]
+fn a_pull_has_one_deadline_across_redirects() {
+    // Each hop answers a redirect after 1 s: five of them would take 5 s,
+    // well within a 2 s read timeout each; the pull's deadline is 2 s.
+    let server = TestServer::start();
+    let back = server.url.clone();
+    server.set(|s| s.mode = Mode::Redirect(Duration::from_secs(1), back));
+    let store = Arc::new(FlagStore::new());
+    let updater = Updater::builder(store)
+        .http(&server.url)
+        .interval(Duration::from_secs(3600))
+        .timeouts(Duration::from_secs(2), Duration::from_secs(2))
+        .deadline(Duration::from_secs(2))
+        .start()
+        .expect("start");
+    // The background thread's first pull is under way; wait for it.
+    thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    let err = updater.refresh_now().expect_err("deadline");
+    let took = started.elapsed();
+    println!("a redirect loop under a 2 s deadline gave up after {took:?}: {err}");
+    assert!(matches!(err, UpdateError::Source(ref e) if e.is_timeout()), "{err}");
+    // The thread's pull (at most 2 s) then this one (at most 2 s).
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn stop_and_drop_return_at_once_and_an_abandoned_pull_never_applies() {
+    let server = TestServer::start();
+    server.serve(&doc(1), Some("\"1\""));
+    let store = Arc::new(FlagStore::new());
+    let updater = Updater::builder(store.clone())
+        .http(&server.url)
+        .interval(Duration::from_millis(20))
+        .jitter(0.0)
+        .wait_for_first(Duration::from_secs(5))
+        .start()
+        .expect("start");
+    assert_eq!(store.version(), 1);
+    // The next pull waits 1.5 s for its answer, then gets version 2.
+    server.serve(&doc(2), Some("\"2\""));
+    server.set(|s| s.mode = Mode::Slow(Duration::from_millis(1_500)));
+    thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    updater.stop();
+    let took = started.elapsed();
+    println!("stop() during a pull returned in {took:?}");
+    assert!(took < Duration::from_millis(500), "stop took {took:?}");
+    thread::sleep(Duration::from_millis(2_000));
+    assert_eq!(store.version(), 1, "the abandoned pull applied nothing");
+
+    // Drop, likewise, with a hanging server.
+    server.set(|s| s.mode = Mode::Hang(Duration::from_secs(10)));
+    let updater = Updater::builder(store.clone())
+        .http(&server.url)
+        .interval(Duration::from_secs(3600))
+        .start()
+        .expect("start");
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    drop(updater);
+    assert!(started.elapsed() < Duration::from_millis(500), "drop took {:?}", started.elapsed());
+}
+
+#[test]
+fn credentials_and_custom_headers_never_follow_a_redirect_to_another_origin() {
+    let (a, b) = (TestServer::start(), TestServer::start());
+    b.serve(&doc(1), None);
+    let target = b.url.clone();
+    a.set(|s| s.mode = Mode::Redirect(Duration::ZERO, target));
+    let store = Arc::new(FlagStore::new());
+    let updater = Updater::builder(store.clone())
+        .http(&a.url)
+        .bearer_token("s3cret")
+        .header("X-Api-Key", "k3y")
+        .interval(Duration::from_secs(3600))
+        .start()
+        .expect("start");
+    assert_eq!(updater.refresh_now().expect("followed"), Refreshed::Applied(1));
+    assert!(
+        a.requests()
+            .iter()
+            .all(|r| r.contains("auth=Bearer s3cret") && r.contains("x-api-key=k3y"))
+    );
+    let at_b = b.requests();
+    assert!(!at_b.is_empty());
+    for r in &at_b {
+        assert!(r.contains("auth= ") && r.ends_with("x-api-key="), "leaked to another origin: {r}");
+    }
+}
+
+#[test]
+fn the_sidecar_of_a_presigned_url_is_on_its_path_and_only_fetched_when_signing() {
+    let server = TestServer::start();
+    server.serve(&doc(1), None);
+    let url = format!("{}?X-Amz-Signature=abc", server.url);
+    let store = Arc::new(FlagStore::new());
+    let updater = Updater::builder(store)
+        .http(&url)
+        .interval(Duration::from_secs(3600))
+        .start()
+        .expect("start");
+    assert_eq!(updater.refresh_now().expect("unsigned"), Refreshed::Applied(1));
+    assert!(
+        server.requests().iter().all(|r| !r.contains(".sig")),
+        "no sidecar without a public key: {:?}",
+        server.requests()
+    );
+    #[cfg(feature = "signing")]
+    {
+        let store = Arc::new(FlagStore::new());
+        let updater = Updater::builder(store)
+            .http(&url)
+            .interval(Duration::from_secs(3600))
+            .public_key(&[
+                0x3b, 0x6a, 0x27, 0xbc, 0xce, 0xb6, 0xa4, 0x2d, 0x62, 0xa3, 0xa8, 0xd0, 0x2a, 0x6f,
+                0x0d, 0x73, 0x65, 0x32, 0x15, 0x77, 0x1d, 0xe2, 0x43, 0xa6, 0x3a, 0xc0, 0x48, 0xa1,
+                0x8b, 0x59, 0xda, 0x29,
+            ])
+            .start()
+            .expect("start");
+        let _ = updater.refresh_now();
+        let sidecar: Vec<String> =
+            server.requests().into_iter().filter(|r| r.contains(".sig")).collect();
+        assert!(
+            sidecar.iter().any(|r| r.starts_with("/flags.json.sig?X-Amz-Signature=abc ")),
+            "{sidecar:?}"
+        );
+    }
 }
