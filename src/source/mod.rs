@@ -110,6 +110,7 @@ impl SourceError {
     }
 
     #[cold]
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn timeout(message: impl Into<String>) -> Self {
         Self { message: message.into(), status: None, timeout: true }
     }
