@@ -13,7 +13,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::bucket::BUCKETS;
-use crate::error::{Error, Problem};
+use crate::error::{Error, Problem, Problems, field};
 
 /// A whole config document: its version, its cohorts and its flags.
 ///
@@ -216,6 +216,8 @@ impl Config {
     }
 
     fn parse_json(json: &[u8]) -> Result<Self, Error> {
+        // Editors on some systems start UTF-8 files with a byte-order mark.
+        let json = json.strip_prefix(b"\xef\xbb\xbf").unwrap_or(json);
         // Tracking the path costs on every value, and a good document never
         // needs it: parse plainly, and again with paths only to explain a
         // failure.
@@ -229,8 +231,20 @@ impl Config {
     fn explain_parse_error(json: &[u8]) -> Error {
         let mut de = serde_json::Deserializer::from_slice(json);
         let parsed: Result<Self, _> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
+            // The path as this crate writes paths (names that hold dots or
+            // brackets quoted); a syntax error stops at the last value the
+            // parser knew, and says where with its line and column.
+            let mut path = String::new();
+            for segment in e.path().iter() {
+                match segment {
+                    serde_path_to_error::Segment::Seq { index } => {
+                        path = format!("{path}[{index}]");
+                    }
+                    serde_path_to_error::Segment::Map { key } => path = field(&path, key),
+                    serde_path_to_error::Segment::Enum { variant } => path = field(&path, variant),
+                    serde_path_to_error::Segment::Unknown => break,
+                }
+            }
             Error::invalid(vec![Problem::new(path, e.into_inner().to_string())])
         });
         match parsed.and_then(|_| {
@@ -245,28 +259,47 @@ impl Config {
     /// Checks every rule of the format and reports every problem found.
     #[cold]
     pub fn validate(&self) -> Result<(), Error> {
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         for (name, cohort) in &self.cohorts {
             cohort.validate(name, &mut problems);
         }
         for (key, flag) in &self.flags {
-            let path = format!("flags.{key}");
-            if key.is_empty() {
-                problems.push(Problem::new(&path, "a flag key must not be empty"));
-            }
+            let path = field("flags", key);
+            let _ = check_name(&path, "a flag key", key, &mut problems);
             flag.validate(&path, &self.cohorts, &mut problems);
         }
-        if problems.is_empty() { Ok(()) } else { Err(Error::invalid(problems)) }
+        if problems.is_empty() { Ok(()) } else { Err(problems.into_error()) }
     }
 }
 
+/// A name (a flag key, a cohort, stage or variant name, an attribute) is
+/// printed by tools and used in metrics labels: it must say something, and
+/// nothing that a terminal would act on (control characters, NUL) or that
+/// reorders text on display (bidirectional overrides).
+///
+/// Returns whether the name is good.
+fn check_name(path: &str, what: &str, name: &str, problems: &mut Problems) -> bool {
+    let problem = if name.is_empty() {
+        format!("{what} must not be empty")
+    } else if name.trim().is_empty() {
+        format!("{what} must not be only whitespace")
+    } else if name.chars().any(|c| c.is_control() || crate::error::is_bidi_control(c)) {
+        format!(
+            "{what} must not hold control or bidirectional-override characters: {}",
+            crate::error::quoted(name)
+        )
+    } else {
+        return true;
+    };
+    problems.push(Problem::new(path, problem));
+    false
+}
+
 impl Cohort {
-    fn validate(&self, name: &str, problems: &mut Vec<Problem>) {
-        let path = format!("cohorts.{name}");
+    fn validate(&self, name: &str, problems: &mut Problems) {
+        let path = field("cohorts", name);
         let path = path.as_str();
-        if name.is_empty() {
-            problems.push(Problem::new(path, "a cohort name must not be empty"));
-        }
+        let _ = check_name(path, "a cohort name", name, problems);
         let lists =
             [("tenants", &self.tenants), ("users", &self.users), ("regions", &self.regions)];
         for (field, list) in lists {
@@ -282,7 +315,9 @@ impl Cohort {
                 ));
             }
             for (attr, values) in attributes {
-                check_values(&format!("{path}.attributes.{attr}"), values, problems);
+                let at = field(&format!("{path}.attributes"), attr);
+                let _ = check_name(&at, "an attribute name", attr, problems);
+                check_values(&at, values, problems);
             }
         }
         let none = lists.iter().all(|(_, l)| l.is_none()) && self.attributes.is_none();
@@ -295,7 +330,7 @@ impl Cohort {
     }
 }
 
-fn check_values(path: &str, values: &[String], problems: &mut Vec<Problem>) {
+fn check_values(path: &str, values: &[String], problems: &mut Problems) {
     if values.is_empty() {
         problems.push(Problem::new(path, "an empty list matches no one; list values or drop it"));
     }
@@ -327,18 +362,14 @@ impl Flag {
         self.stages.iter().position(|s| s.name == current)
     }
 
-    fn validate(
-        &self,
-        path: &str,
-        cohorts: &BTreeMap<String, Cohort>,
-        problems: &mut Vec<Problem>,
-    ) {
+    fn validate(&self, path: &str, cohorts: &BTreeMap<String, Cohort>, problems: &mut Problems) {
         let known = |name: &str| cohorts.contains_key(name);
+        // A salt is only hashed: any text but none will do.
         if self.salt.as_deref() == Some("") {
             problems.push(Problem::new(format!("{path}.salt"), "must not be empty"));
         }
-        if self.bucket_by.as_deref() == Some("") {
-            problems.push(Problem::new(format!("{path}.bucket_by"), "must not be empty"));
+        if let Some(by) = &self.bucket_by {
+            let _ = check_name(&format!("{path}.bucket_by"), "bucket_by", by, problems);
         }
         for (i, cohort) in self.exclude.iter().enumerate() {
             if !known(cohort) {
@@ -408,7 +439,7 @@ impl Flag {
 }
 
 impl Guard {
-    fn validate(&self, path: &str, staged: bool, problems: &mut Vec<Problem>) {
+    fn validate(&self, path: &str, staged: bool, problems: &mut Problems) {
         if !staged {
             problems.push(Problem::new(
                 path,
@@ -449,15 +480,19 @@ impl<'a> NameCheck<'a> {
         Self { path, list, what, seen: HashMap::new() }
     }
 
-    fn check(&mut self, i: usize, name: &'a str, problems: &mut Vec<Problem>) {
+    fn check(&mut self, i: usize, name: &'a str, problems: &mut Problems) {
         let (path, list, what) = (self.path, self.list, self.what);
         let at = || format!("{path}.{list}[{i}].name");
-        if name.is_empty() {
-            problems.push(Problem::new(at(), format!("a {what} name must not be empty")));
-        } else if let Some(first) = self.seen.insert(name, i) {
+        if !check_name(&at(), &format!("a {what} name"), name, problems) {
+            return;
+        }
+        if let Some(first) = self.seen.insert(name, i) {
             problems.push(Problem::new(
                 at(),
-                format!("duplicate {what} name {name:?} (also {list}[{first}])"),
+                format!(
+                    "duplicate {what} name {} (also {list}[{first}])",
+                    crate::error::quoted(name)
+                ),
             ));
         }
     }
@@ -552,6 +587,67 @@ mod tests {
         let p = problems(r#"{"version":1,"flags":{"a":{"enabled":true},"a":{"enabled":false}}}"#);
         assert_eq!(p.len(), 1);
         assert!(p[0].starts_with("flags: duplicate key \"a\""), "{p:?}");
+    }
+
+    #[test]
+    fn names_that_would_mislead_a_terminal_are_refused_with_their_path() {
+        let p = problems(
+            r#"{"version":1,
+                "cohorts": { "   ": { "tenants": ["t"] }, "ok": { "attributes": { "pl\u0000an": ["x"] } } },
+                "flags": {
+                    "a.b": { "enabled": true, "stages": [ { "name": "x\u001b[2J" }, { "name": "\u202egnp.exe" } ], "stage": "x\u001b[2J" },
+                    "": { "enabled": true },
+                    "v": { "enabled": true, "variants": [ { "name": " ", "weight": 1 } ] }
+                } }"#,
+        );
+        let expected = [
+            "cohorts[\"   \"]: a cohort name must not be only whitespace",
+            "cohorts.ok.attributes[\"pl\\u{0}an\"]: an attribute name must not hold control",
+            "flags[\"\"]: a flag key must not be empty",
+            "flags[\"a.b\"].stages[0].name: a stage name must not hold control",
+            "flags[\"a.b\"].stages[1].name: a stage name must not hold control or bidirectional",
+            "flags.v.variants[0].name: a variant name must not be only whitespace",
+        ];
+        assert_eq!(p.len(), expected.len(), "{p:#?}");
+        for (got, want) in p.iter().zip(expected) {
+            assert!(got.starts_with(want), "{got:?} should start with {want:?}");
+        }
+        assert!(p.iter().all(|p| !p.contains('\u{1b}') && !p.contains('\u{202e}')), "{p:?}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let doc = "\u{feff}{ \"version\": 3 }";
+        assert_eq!(Config::from_json(doc).expect("valid").version, 3);
+    }
+
+    #[test]
+    fn syntax_errors_say_line_and_column_without_an_unknown_segment() {
+        let p = problems("{ \"version\": 1, \"flags\": { \"f\": { \"enabled\": tru");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(!p[0].contains('?'), "{p:?}");
+        assert!(p[0].starts_with("flags.f.enabled: ") || p[0].starts_with("flags.f: "), "{p:?}");
+        assert!(p[0].contains("line 1 column"), "{p:?}");
+        let p = problems(r#"{ "version": 1, "flags": { "a.b": { "enabled": "yes" } } }"#);
+        assert!(p[0].starts_with("flags[\"a.b\"].enabled: invalid type"), "{p:?}");
+    }
+
+    #[test]
+    fn scheduled_stages_take_strict_rfc3339_only() {
+        let doc = |t: &str| {
+            format!(
+                r#"{{ "version": 1, "flags": {{ "f": {{ "enabled": true,
+            "stages": [ {{ "name": "s", "start_at": "{t}" }} ], "stage": "s" }} }} }}"#
+            )
+        };
+        assert!(problems(&doc("9999-12-31T23:59:59Z")).is_empty());
+        for bad in ["20261201T020000Z", "2026-12-01T02:00:00+24:00", "2026-12-01T02:00:00Z[UTC]"] {
+            let p = problems(&doc(bad));
+            assert!(
+                p.len() == 1 && p[0].starts_with("flags.f.stages[0].start_at:"),
+                "{bad}: {p:?}"
+            );
+        }
     }
 
     #[test]

@@ -65,20 +65,27 @@ pub struct Error {
 
 #[derive(Clone, Debug)]
 enum Kind {
-    Invalid(Vec<Problem>),
-    Stale { offered: u64, newest: u64 },
+    /// The first problems found, and how many more there were.
+    Invalid(Vec<Problem>, usize),
+    Stale {
+        offered: u64,
+        newest: u64,
+    },
     NoHistory,
 }
 
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Kind::Invalid(problems) => match problems.as_slice() {
-                [one] => write!(f, "invalid config: {one}"),
-                many => {
-                    write!(f, "invalid config ({} problems):", many.len())?;
-                    for p in many {
+            Kind::Invalid(problems, more) => match (problems.as_slice(), more) {
+                ([one], 0) => write!(f, "invalid config: {one}"),
+                (listed, more) => {
+                    write!(f, "invalid config ({} problems):", listed.len() + more)?;
+                    for p in listed {
                         write!(f, "\n  {p}")?;
+                    }
+                    if *more > 0 {
+                        write!(f, "\n  and {more} more")?;
                     }
                     Ok(())
                 }
@@ -96,7 +103,11 @@ impl fmt::Display for Kind {
 impl Error {
     #[cold]
     pub(crate) fn invalid(problems: Vec<Problem>) -> Self {
-        Self { kind: Kind::Invalid(problems) }
+        let mut collected = Problems::default();
+        for p in problems {
+            collected.push(p);
+        }
+        collected.into_error()
     }
 
     #[cold]
@@ -111,7 +122,7 @@ impl Error {
 
     /// The document is malformed or breaks a rule of the config format.
     pub fn is_invalid(&self) -> bool {
-        matches!(self.kind, Kind::Invalid(_))
+        matches!(self.kind, Kind::Invalid(..))
     }
 
     /// The document's version is not newer than one the store already applied.
@@ -132,11 +143,119 @@ impl Error {
         }
     }
 
-    /// Every problem of an invalid document; empty for other errors.
+    /// The problems of an invalid document, in document order: every one,
+    /// up to [`MAX_PROBLEMS`]; empty for other errors.
     pub fn problems(&self) -> &[Problem] {
         match &self.kind {
-            Kind::Invalid(problems) => problems,
+            Kind::Invalid(problems, _) => problems,
             _ => &[],
         }
+    }
+
+    /// How many problems an invalid document has, listed or not.
+    pub fn problem_count(&self) -> usize {
+        match &self.kind {
+            Kind::Invalid(problems, more) => problems.len() + more,
+            _ => 0,
+        }
+    }
+}
+
+/// The most problems an [`Error`] lists; past them it counts ("and N
+/// more"), so that a document with a million mistakes gives a message a
+/// person can read, not one of megabytes.
+pub const MAX_PROBLEMS: usize = 100;
+
+/// Problems as validation finds them: the first [`MAX_PROBLEMS`] kept, the
+/// rest counted.
+#[derive(Debug, Default)]
+pub(crate) struct Problems {
+    listed: Vec<Problem>,
+    more: usize,
+}
+
+impl Problems {
+    pub(crate) fn push(&mut self, problem: Problem) {
+        if self.listed.len() < MAX_PROBLEMS {
+            self.listed.push(problem);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.listed.is_empty()
+    }
+
+    #[cold]
+    pub(crate) fn into_error(self) -> Error {
+        Error { kind: Kind::Invalid(self.listed, self.more) }
+    }
+}
+
+/// A path to a named item: `parent.name`, or `parent["a.b"]` when the name
+/// holds characters that would make the path ambiguous (dots, brackets,
+/// quotes, spaces or control characters).
+pub(crate) fn field(parent: &str, name: &str) -> String {
+    let plain = !name.is_empty()
+        && !name.chars().any(|c| {
+            matches!(c, '.' | '[' | ']' | '"' | '\\') || c.is_whitespace() || c.is_control()
+        });
+    match (plain, parent.is_empty()) {
+        (true, true) => name.to_owned(),
+        (true, false) => format!("{parent}.{name}"),
+        (false, _) => format!("{parent}[{}]", quoted(name)),
+    }
+}
+
+/// A name in double quotes, with quotes, backslashes and every control or
+/// bidirectional-override character escaped, so that it prints safely on a
+/// terminal.
+pub(crate) fn quoted(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() || is_bidi_control(c) => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The characters that reorder text on display (bidirectional embeddings,
+/// overrides and isolates): in a name they hide what it says.
+pub(crate) fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_quote_names_that_would_be_ambiguous() {
+        assert_eq!(field("flags", "new-checkout"), "flags.new-checkout");
+        assert_eq!(field("flags", "a.b"), "flags[\"a.b\"]");
+        assert_eq!(field("flags", "x[0]"), "flags[\"x[0]\"]");
+        assert_eq!(field("", "flags"), "flags");
+        assert_eq!(quoted("a\u{1b}[2Jb\u{202e}"), "\"a\\u{1b}[2Jb\\u{202e}\"");
+    }
+
+    #[test]
+    fn long_problem_lists_are_capped_and_counted() {
+        let problems: Vec<Problem> =
+            (0..250).map(|i| Problem::new(format!("p{i}"), "bad")).collect();
+        let e = Error::invalid(problems);
+        assert_eq!((e.problems().len(), e.problem_count()), (MAX_PROBLEMS, 250));
+        let text = e.to_string();
+        assert!(text.starts_with("invalid config (250 problems):"), "{text}");
+        assert!(text.ends_with("\n  and 150 more"), "{text}");
+        assert_eq!(text.lines().count(), MAX_PROBLEMS + 2);
     }
 }

@@ -110,7 +110,7 @@ pub mod testing;
 pub use bucket::{BUCKETS, bucket, variant_index};
 pub use clock::{Clock, ManualClock, SystemClock, TimeError};
 pub use context::{Context, ContextBuf, INLINE_ATTRIBUTES};
-pub use error::{Error, Problem};
+pub use error::{Error, MAX_PROBLEMS, Problem};
 pub use eval::{Evaluation, Reason, StageVerdict};
 pub use explain::{CohortCheck, Explanation, StageCheck};
 pub use observe::{Metrics, Outcome, StoreEvent};

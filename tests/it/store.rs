@@ -201,3 +201,15 @@ fn a_schema_reference_is_accepted_and_ignored() {
     let store = FlagStore::from_json(doc).expect("valid");
     assert!(store.is_enabled("a", &Context::new()));
 }
+
+#[test]
+fn a_document_with_many_problems_gives_a_message_a_person_can_read() {
+    let cohorts: Vec<String> = (0..100_000).map(|i| format!(r#""c{i}": {{}}"#)).collect();
+    let doc = format!(r#"{{ "version": 1, "cohorts": {{ {} }} }}"#, cohorts.join(","));
+    let err = FlagStore::new().apply_json(&doc).expect_err("invalid");
+    let text = err.to_string();
+    assert_eq!(err.problem_count(), 100_000);
+    assert_eq!(err.problems().len(), flagstone::MAX_PROBLEMS);
+    assert!(text.len() < 16 * 1024, "{} bytes", text.len());
+    assert!(text.ends_with("and 99900 more"), "{}", &text[text.len().saturating_sub(200)..]);
+}
