@@ -1,0 +1,254 @@
+//! `flagstone diff`: every change between two configs, and its blast radius.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use flagstone::config::{Cohort, Config, Flag};
+use serde_json::json;
+
+use crate::out::{Style, Table};
+use crate::{load, population, print_json, store};
+
+/// What share of units a flag exposes, estimated from the config alone.
+struct Estimate {
+    /// Percent of all units, from stages without cohorts.
+    share: f64,
+    /// Audiences named by cohort stages, described.
+    named: Vec<String>,
+}
+
+pub(crate) fn describe_cohort(name: &str, cohort: Option<&Cohort>) -> String {
+    let Some(c) = cohort else { return name.to_owned() };
+    let mut parts = Vec::new();
+    for (field, list) in [("tenant", &c.tenants), ("user", &c.users), ("region", &c.regions)] {
+        if let Some(list) = list {
+            if field == "region" {
+                parts.push(format!("regions {}", list.join("/")));
+            } else {
+                parts.push(format!(
+                    "{} {field}{}",
+                    list.len(),
+                    if list.len() == 1 { "" } else { "s" }
+                ));
+            }
+        }
+    }
+    for (k, v) in c.attributes.iter().flatten() {
+        parts.push(format!("{k}={}", v.join("/")));
+    }
+    format!("{name} ({})", parts.join(", "))
+}
+
+fn estimate(config: &Config, key: &str) -> Estimate {
+    let mut e = Estimate { share: 0.0, named: Vec::new() };
+    let Some(flag) = config.flags.get(key).filter(|f| f.enabled) else { return e };
+    let Some(current) = flag.current_stage() else {
+        e.share = 100.0;
+        return e;
+    };
+    for stage in &flag.stages[..=current] {
+        if stage.cohorts.is_empty() {
+            e.share = e.share.max(stage.percent.unwrap_or(100.0));
+        } else {
+            let audience: Vec<String> =
+                stage.cohorts.iter().map(|c| describe_cohort(c, config.cohorts.get(c))).collect();
+            let share = stage.percent.map(|p| format!("{p}% of ")).unwrap_or_default();
+            e.named.push(format!("{share}{}", audience.join(" or ")));
+        }
+    }
+    e
+}
+
+fn reshuffles(old: &Flag, new: &Flag, key: &str) -> bool {
+    old.salt_or(key) != new.salt_or(key) || old.bucket_by != new.bucket_by
+}
+
+/// Flips of one flag over a population.
+#[derive(Default, serde::Serialize)]
+struct Flips {
+    on_to_off: usize,
+    off_to_on: usize,
+    by_region: BTreeMap<String, (usize, usize)>,
+    by_cohort: BTreeMap<String, (usize, usize)>,
+}
+
+pub(crate) fn run(
+    old_path: &Path,
+    new_path: &Path,
+    population: Option<&Path>,
+    at: Option<&str>,
+    as_json: bool,
+    style: Style,
+) -> anyhow::Result<ExitCode> {
+    let (old, new) = (load(old_path)?, load(new_path)?);
+    let changes = flagstone::diff::diff(&old, &new);
+    let mut keys: Vec<&String> = new.flags.keys().chain(old.flags.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let changed_flags: Vec<&String> = keys
+        .into_iter()
+        .filter(|k| changes.iter().any(|c| c.flag.as_deref() == Some(k.as_str())))
+        .collect();
+
+    // The blast radius: exact over a population, or estimated from the configs.
+    let mut radius =
+        Table::new(&["flag", "on -> off", "off -> on", "exposure before", "exposure after"]);
+    let mut radius_json = serde_json::Map::new();
+    match population {
+        Some(path) => {
+            let units = population::load(path)?;
+            let (before, after) = (store(&old, at)?.snapshot(), store(&new, at)?.snapshot());
+            let mut cohorts: Vec<&String> = new.cohorts.keys().chain(old.cohorts.keys()).collect();
+            cohorts.sort();
+            cohorts.dedup();
+            for key in &changed_flags {
+                let mut flips = Flips::default();
+                let (mut was_on, mut is_on) = (0, 0);
+                for unit in &units {
+                    let ctx = unit.as_context();
+                    let (b, a) = (before.is_enabled(key, &ctx), after.is_enabled(key, &ctx));
+                    was_on += usize::from(b);
+                    is_on += usize::from(a);
+                    if a == b {
+                        continue;
+                    }
+                    let bump =
+                        |entry: &mut (usize, usize)| if b { entry.0 += 1 } else { entry.1 += 1 };
+                    if b {
+                        flips.on_to_off += 1
+                    } else {
+                        flips.off_to_on += 1
+                    }
+                    bump(
+                        flips
+                            .by_region
+                            .entry(ctx.get_region().unwrap_or("(none)").to_owned())
+                            .or_default(),
+                    );
+                    for cohort in &cohorts {
+                        let member = after
+                            .in_cohort(cohort, &ctx)
+                            .or_else(|| before.in_cohort(cohort, &ctx));
+                        if member == Some(true) {
+                            bump(flips.by_cohort.entry((*cohort).clone()).or_default());
+                        }
+                    }
+                }
+                let share =
+                    |n: usize| format!("{n} ({:.1}%)", 100.0 * n as f64 / units.len() as f64);
+                radius.row(vec![
+                    (*key).clone(),
+                    share(flips.on_to_off),
+                    share(flips.off_to_on),
+                    share(was_on),
+                    share(is_on),
+                ]);
+                for (region, (off, on)) in &flips.by_region {
+                    radius.row(vec![
+                        format!("  region {region}"),
+                        off.to_string(),
+                        on.to_string(),
+                        String::new(),
+                        String::new(),
+                    ]);
+                }
+                for (cohort, (off, on)) in &flips.by_cohort {
+                    radius.row(vec![
+                        format!("  cohort {cohort}"),
+                        off.to_string(),
+                        on.to_string(),
+                        String::new(),
+                        String::new(),
+                    ]);
+                }
+                radius_json.insert((*key).clone(), serde_json::to_value(&flips)?);
+            }
+        }
+        None => {
+            for key in &changed_flags {
+                let (b, a) = (estimate(&old, key), estimate(&new, key));
+                let (p, q) = (b.share / 100.0, a.share / 100.0);
+                let reshuffled = match (old.flags.get(*key), new.flags.get(*key)) {
+                    (Some(o), Some(n)) => reshuffles(o, n, key),
+                    _ => false,
+                };
+                // Same buckets: a ramp only adds or removes units. New buckets:
+                // the two audiences are independent draws.
+                let (off, on) = if reshuffled {
+                    (p * (1.0 - q), q * (1.0 - p))
+                } else {
+                    ((p - q).max(0.0), (q - p).max(0.0))
+                };
+                let describe = |e: &Estimate| {
+                    let mut parts = vec![format!("{}% of units", e.share)];
+                    parts.extend(e.named.iter().cloned());
+                    parts.join(" + ")
+                };
+                let gained: Vec<&String> =
+                    a.named.iter().filter(|n| !b.named.contains(n)).collect();
+                let lost: Vec<&String> = b.named.iter().filter(|n| !a.named.contains(n)).collect();
+                let with_named = |share: f64, named: &[&String]| {
+                    let mut s = format!("~{:.1}%", share * 100.0);
+                    if !named.is_empty() {
+                        s.push_str(&format!(
+                            " + {}",
+                            named.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(" + ")
+                        ));
+                    }
+                    s
+                };
+                radius.row(vec![
+                    (*key).clone(),
+                    with_named(off, &lost),
+                    with_named(on, &gained),
+                    describe(&b),
+                    describe(&a),
+                ]);
+                radius_json.insert(
+                    (*key).clone(),
+                    json!({ "estimated": true, "on_to_off_share": off, "off_to_on_share": on,
+                            "named_off": lost, "named_on": gained }),
+                );
+            }
+        }
+    }
+
+    if as_json {
+        print_json(&json!({
+            "old_version": old.version,
+            "new_version": new.version,
+            "changes": changes,
+            "blast_radius": radius_json,
+            "exact": population.is_some(),
+        }))?;
+    } else if changes.is_empty() {
+        println!("no changes in behaviour (version {} -> {})", old.version, new.version);
+    } else {
+        println!("{} (version {} -> {})", style.bold("changes"), old.version, new.version);
+        let mut table = Table::new(&["flag", "change", "reversible"]);
+        for c in &changes {
+            let flag = c.flag.clone().unwrap_or_else(|| "(cohorts)".to_owned());
+            let reversible = if c.reversible { "yes".to_owned() } else { style.warn("NO") };
+            table.row(vec![flag, c.kind.to_string(), reversible]);
+        }
+        print!("{}", table.render(2, style));
+        let warnings: Vec<&str> = changes.iter().filter_map(|c| c.warning.as_deref()).collect();
+        for w in &warnings {
+            println!("  {} {w}", style.warn("WARNING"));
+        }
+        if !radius.is_empty() {
+            match population {
+                Some(p) => {
+                    println!("\n{} (counted over {})", style.bold("blast radius"), p.display())
+                }
+                None => println!(
+                    "\n{} (estimated from percentages and cohort sizes; pass --population to count)",
+                    style.bold("blast radius")
+                ),
+            }
+            print!("{}", radius.render(2, style));
+        }
+    }
+    Ok(ExitCode::from(if changes.is_empty() { 0 } else { 2 }))
+}

@@ -1,0 +1,121 @@
+//! `flagstone explain`: a decision and every step behind it.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use flagstone::{ContextBuf, StageVerdict};
+
+use crate::out::{Style, Table, percent};
+use crate::{load, print_json, store};
+
+pub(crate) fn run(
+    file: &Path,
+    flag: &str,
+    unit: &ContextBuf,
+    at: Option<&str>,
+    as_json: bool,
+    style: Style,
+) -> anyhow::Result<ExitCode> {
+    let config = load(file)?;
+    let store = store(&config, at)?;
+    let ctx = unit.as_context();
+    let why = store.snapshot().explain(flag, &ctx);
+    if as_json {
+        print_json(&serde_json::to_value(&why)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let who: Vec<String> =
+        [("tenant", ctx.get_tenant()), ("region", ctx.get_region()), ("user", ctx.get_user())]
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+            .chain(ctx.attrs().map(|(k, v)| format!("{k}={v}")))
+            .collect();
+    println!(
+        "{} for {} (config version {}{})",
+        style.bold(flag),
+        if who.is_empty() { "an empty context".to_owned() } else { who.join(" ") },
+        why.version,
+        at.map(|t| format!(", at {t}")).unwrap_or_default()
+    );
+    let decision = if why.enabled { style.good("ON") } else { style.bad("OFF") };
+    println!(
+        "  decision     {decision}{}",
+        why.variant.as_ref().map(|v| format!("  variant {v:?}")).unwrap_or_default()
+    );
+    println!("  reason       {}", why.summary);
+    if !why.known {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "  kill switch  {}",
+        if why.kill_switch { style.bad("set (enabled: false)") } else { "not set".to_owned() }
+    );
+    let by = why.bucket_by.as_deref().unwrap_or("user");
+    match (&why.unit, why.bucket) {
+        (Some(u), Some(b)) => println!(
+            "  bucket_by    {by} = {u:?} -> bucket {b} of 100000 (in any rollout above {})",
+            percent(b)
+        ),
+        _ => println!("  bucket_by    {by}: the context has no {by}, so it is in no percentage"),
+    }
+    if !why.exclusions.is_empty() {
+        println!("  exclusions");
+        for c in &why.exclusions {
+            let verdict = match c.matched {
+                Some(true) => style.bad("in the cohort: excluded"),
+                Some(false) => "not in the cohort".to_owned(),
+                None => "not checked".to_owned(),
+            };
+            println!("    {:<16} {verdict}", c.cohort);
+        }
+    }
+    if !why.stages.is_empty() {
+        let current = config.flags.get(flag).and_then(|f| f.stage.clone()).unwrap_or_default();
+        println!("  stages (current: {current})");
+        let mut table = Table::new(&["#", "stage", "audience", "percent", "starts", "verdict"]);
+        for s in &why.stages {
+            let audience = if s.verdict == StageVerdict::NotInEffect {
+                "-".to_owned()
+            } else if s.cohorts.is_empty() {
+                "everyone".to_owned()
+            } else {
+                s.cohorts
+                    .iter()
+                    .map(|c| match c.matched {
+                        Some(true) => format!("{} (in)", c.cohort),
+                        Some(false) => format!("{} (out)", c.cohort),
+                        None => c.cohort.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let pct = match (s.threshold, why.bucket) {
+                (Some(t), Some(b)) => {
+                    format!("{} (bucket {b} {} {t})", percent(t), if b < t { "<" } else { ">=" })
+                }
+                (Some(t), None) => format!("{} (no unit)", percent(t)),
+                (None, _) => "-".to_owned(),
+            };
+            let verdict = match s.verdict {
+                StageVerdict::Matched => style.good("MATCHED"),
+                StageVerdict::NotInAudience => "not in audience".to_owned(),
+                StageVerdict::NoUnit => format!("no {by}: not in the percentage"),
+                StageVerdict::OutsidePercent => "outside the percentage".to_owned(),
+                StageVerdict::NotStarted => "not started yet".to_owned(),
+                StageVerdict::NotReached => "not reached".to_owned(),
+                StageVerdict::NotInEffect => "after the current stage".to_owned(),
+                _ => format!("{:?}", s.verdict),
+            };
+            table.row(vec![
+                s.index.to_string(),
+                s.name.clone(),
+                audience,
+                pct,
+                s.start_at.clone().unwrap_or_else(|| "-".to_owned()),
+                verdict,
+            ]);
+        }
+        print!("{}", table.render(4, style));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,126 @@
+//! `flagstone plan`: the staged plan of each flag.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use flagstone::{Clock, SystemClock};
+use serde_json::json;
+
+use crate::diff::describe_cohort;
+use crate::out::{Style, Table};
+use crate::{load, print_json};
+
+pub(crate) fn run(
+    file: &Path,
+    only: Option<&str>,
+    as_json: bool,
+    style: Style,
+) -> anyhow::Result<ExitCode> {
+    let config = load(file)?;
+    if let Some(key) = only
+        && !config.flags.contains_key(key)
+    {
+        bail!("{} has no flag {key:?}", file.display());
+    }
+    let now = SystemClock.now_millis();
+    let mut plans = serde_json::Map::new();
+    for (key, flag) in config.flags.iter().filter(|(k, _)| only.is_none_or(|o| o == k.as_str())) {
+        let current = flag.current_stage();
+        let mut cumulative = 0.0f64;
+        let mut rows = Vec::new();
+        for (i, stage) in flag.stages.iter().enumerate() {
+            let audience = if stage.cohorts.is_empty() {
+                "everyone".to_owned()
+            } else {
+                stage
+                    .cohorts
+                    .iter()
+                    .map(|c| describe_cohort(c, config.cohorts.get(c)))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            };
+            let adds = if stage.cohorts.is_empty() {
+                let p = stage.percent.unwrap_or(100.0);
+                let added = (p - cumulative).max(0.0);
+                cumulative = cumulative.max(p);
+                format!("+{added}% of {}s", flag.bucket_by.as_deref().unwrap_or("user"))
+            } else {
+                let share = stage.percent.map(|p| format!("{p}% of ")).unwrap_or_default();
+                format!("+{share}{}", stage.cohorts.join(", "))
+            };
+            let pending = stage
+                .start_at
+                .as_deref()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .is_some_and(|t| t.as_millisecond() > now);
+            let state = match current {
+                Some(c) if i < c => "done",
+                Some(c) if i == c && pending => "CURRENT (scheduled)",
+                Some(c) if i == c => "CURRENT",
+                Some(c) if i == c + 1 => "next",
+                _ => "planned",
+            };
+            rows.push((i, stage, audience, adds, state, cumulative));
+        }
+        if as_json {
+            let stages: Vec<_> = rows
+                .iter()
+                .map(|(i, s, audience, adds, state, cum)| {
+                    json!({ "index": i, "name": s.name, "audience": audience, "percent": s.percent,
+                            "start_at": s.start_at, "state": state, "adds": adds,
+                            "cumulative_percent_of_units": cum })
+                })
+                .collect();
+            plans.insert(
+                key.clone(),
+                json!({ "enabled": flag.enabled, "stage": flag.stage, "stages": stages }),
+            );
+            continue;
+        }
+        let mut notes = vec![format!("bucket_by {}", flag.bucket_by.as_deref().unwrap_or("user"))];
+        if !flag.exclude.is_empty() {
+            notes.push(format!("excluding {}", flag.exclude.join(", ")));
+        }
+        if !flag.enabled {
+            notes.push(style.bad("KILL SWITCH SET: off for everyone"));
+        }
+        println!("{} ({})", style.bold(key), notes.join("; "));
+        if rows.is_empty() {
+            println!(
+                "  no stages: {}\n",
+                if flag.enabled { "on for everyone" } else { "off for everyone" }
+            );
+            continue;
+        }
+        let mut table = Table::new(&[
+            "#",
+            "stage",
+            "audience",
+            "percent",
+            "starts",
+            "state",
+            "adds",
+            "units by %",
+        ]);
+        for (i, stage, audience, adds, state, cum) in rows {
+            let state =
+                if state.starts_with("CURRENT") { style.good(state) } else { state.to_owned() };
+            table.row(vec![
+                i.to_string(),
+                stage.name.clone(),
+                audience,
+                stage.percent.map_or("-".to_owned(), |p| format!("{p}%")),
+                stage.start_at.clone().unwrap_or_else(|| "-".to_owned()),
+                state,
+                adds,
+                format!("{cum}%"),
+            ]);
+        }
+        println!("{}", table.render(2, style));
+    }
+    if as_json {
+        print_json(&serde_json::Value::Object(plans))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

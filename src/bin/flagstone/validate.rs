@@ -1,0 +1,83 @@
+//! `flagstone validate`: a summary per file, or every problem with its path.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use flagstone::config::Config;
+use serde_json::json;
+
+use crate::out::Style;
+use crate::{print_json, read};
+
+pub(crate) fn run(files: &[PathBuf], as_json: bool, style: Style) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    let mut reports = Vec::new();
+    for file in files {
+        let outcome = read(file).map(Config::from_json);
+        let report = match outcome {
+            Ok(Ok(config)) => {
+                // Each staged flag's current stage, its position and the stage count.
+                let current: Vec<(&str, &str, usize, usize)> = config
+                    .flags
+                    .iter()
+                    .filter_map(|(k, f)| {
+                        let i = f.current_stage()?;
+                        Some((k.as_str(), f.stages.get(i)?.name.as_str(), i, f.stages.len()))
+                    })
+                    .collect();
+                if !as_json {
+                    let staged: Vec<String> = current
+                        .iter()
+                        .map(|(k, s, i, n)| format!("{k}@{s} ({}/{n})", i + 1))
+                        .collect();
+                    println!(
+                        "{} {}: version {}, {} flags, {} cohorts; stages in effect: {}",
+                        style.good("ok"),
+                        file.display(),
+                        config.version,
+                        config.flags.len(),
+                        config.cohorts.len(),
+                        if staged.is_empty() { "none".to_owned() } else { staged.join(", ") }
+                    );
+                }
+                let stages: BTreeMap<&str, &str> =
+                    current.iter().map(|(k, s, ..)| (*k, *s)).collect();
+                json!({ "file": file, "valid": true, "version": config.version,
+                        "flags": config.flags.len(), "cohorts": config.cohorts.len(), "stages": stages })
+            }
+            Ok(Err(e)) => {
+                failed = true;
+                if !as_json {
+                    println!(
+                        "{} {}: {} problem(s)",
+                        style.bad("invalid"),
+                        file.display(),
+                        e.problems().len()
+                    );
+                    for p in e.problems() {
+                        println!("  {p}");
+                    }
+                }
+                let problems: Vec<_> = e
+                    .problems()
+                    .iter()
+                    .map(|p| json!({ "path": p.path(), "message": p.message() }))
+                    .collect();
+                json!({ "file": file, "valid": false, "problems": problems })
+            }
+            Err(e) => {
+                failed = true;
+                if !as_json {
+                    println!("{} {e:#}", style.bad("error"));
+                }
+                json!({ "file": file, "valid": false, "error": format!("{e:#}") })
+            }
+        };
+        reports.push(report);
+    }
+    if as_json {
+        print_json(&json!(reports))?;
+    }
+    Ok(ExitCode::from(u8::from(failed)))
+}
