@@ -178,6 +178,14 @@ pub struct Stage {
     pub start_at: Option<String>,
 }
 
+impl Stage {
+    /// `start_at` in milliseconds since the Unix epoch, when it is set and
+    /// a strict RFC 3339 time.
+    pub fn start_at_millis(&self) -> Option<i64> {
+        crate::clock::parse_rfc3339_millis(self.start_at.as_deref()?).ok()
+    }
+}
+
 /// A variant and its integer weight.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

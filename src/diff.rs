@@ -8,7 +8,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::{Cohort, Config, Flag};
+use crate::context::ContextBuf;
 use crate::retained::Retained;
+use crate::store::Snapshot;
 
 /// One change between two configs.
 ///
@@ -251,6 +253,140 @@ fn diff_parts<C: Part<Cohort>, F: Part<Flag>>(
         });
     }
     changes
+}
+
+/// Every flag a push may change the answer of: the flags [`diff`] names,
+/// and the flags whose stages or exclusions use a cohort that changed (a
+/// cohort's members are part of every flag that names it).
+pub fn affected_flags(old: &Config, new: &Config) -> BTreeSet<String> {
+    let changes = diff(old, new);
+    let mut affected: BTreeSet<String> = changes.iter().filter_map(|c| c.flag.clone()).collect();
+    let cohorts: BTreeSet<&str> = changes
+        .iter()
+        .filter_map(|c| match &c.kind {
+            ChangeKind::CohortChanged { cohort, .. }
+            | ChangeKind::CohortAdded { cohort }
+            | ChangeKind::CohortRemoved { cohort } => Some(cohort.as_str()),
+            _ => None,
+        })
+        .collect();
+    for config in [old, new] {
+        for (key, flag) in &config.flags {
+            let uses = flag.exclude.iter().chain(flag.stages.iter().flat_map(|s| &s.cohorts));
+            if uses.into_iter().any(|c| cohorts.contains(c.as_str())) {
+                affected.insert(key.clone());
+            }
+        }
+    }
+    affected
+}
+
+/// Who a push changes the answer for, for one flag, counted over a
+/// population ([`blast_radius`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Radius {
+    /// Contexts on before and off after.
+    pub on_to_off: usize,
+    /// Contexts off before and on after.
+    pub off_to_on: usize,
+    /// Contexts on before.
+    pub exposed_before: usize,
+    /// Contexts on after.
+    pub exposed_after: usize,
+    /// Contexts on before and after that get another variant.
+    pub variant_changed: usize,
+    /// Flips by the context's region (`(none)` without one).
+    pub by_region: BTreeMap<String, Flips>,
+    /// Flips among each cohort's members (in the cohort before or after).
+    pub by_cohort: BTreeMap<String, Flips>,
+}
+
+/// Contexts turned off and turned on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Flips {
+    /// Contexts on before and off after.
+    pub on_to_off: usize,
+    /// Contexts off before and on after.
+    pub off_to_on: usize,
+}
+
+impl Radius {
+    /// Whether any context's answer changes.
+    pub fn changes_anyone(&self) -> bool {
+        self.on_to_off + self.off_to_on + self.variant_changed > 0
+    }
+}
+
+/// The blast radius of serving `after` instead of `before`, counted by
+/// evaluating every flag of either snapshot for every context of
+/// `population`: whatever changed (stages, cohort members, exclusions,
+/// variants, salts, schedules), a context whose answer changes is counted.
+/// One entry per flag of either snapshot.
+///
+/// # Example
+///
+/// ```
+/// use flagstone::{ContextBuf, FlagStore};
+///
+/// let doc = |tenants: &str| format!(r#"{{ "version": 1,
+///     "cohorts": {{ "beta": {{ "tenants": [{tenants}] }} }},
+///     "flags": {{ "f": {{ "enabled": true, "bucket_by": "tenant",
+///         "stages": [ {{ "name": "beta", "cohorts": ["beta"] }} ], "stage": "beta" }} }} }}"#);
+/// let before = FlagStore::from_json(doc(r#""t-1""#))?.snapshot();
+/// let after = FlagStore::from_json(doc(r#""t-1", "t-2", "t-3""#))?.snapshot();
+/// let population: Vec<ContextBuf> =
+///     (1..=5).map(|i| ContextBuf::new().tenant(format!("t-{i}"))).collect();
+/// let radius = flagstone::diff::blast_radius(&before, &after, &population);
+/// assert_eq!((radius["f"].off_to_on, radius["f"].exposed_after), (2, 3));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn blast_radius(
+    before: &Snapshot,
+    after: &Snapshot,
+    population: &[ContextBuf],
+) -> BTreeMap<String, Radius> {
+    let flags: BTreeSet<&str> = before.flag_keys().chain(after.flag_keys()).collect();
+    let cohorts: BTreeSet<&str> = before.cohort_names().chain(after.cohort_names()).collect();
+    let mut radius: BTreeMap<String, Radius> =
+        flags.iter().map(|k| ((*k).to_owned(), Radius::default())).collect();
+    for unit in population {
+        let ctx = unit.as_context();
+        let member: Vec<&str> = cohorts
+            .iter()
+            .copied()
+            .filter(|c| {
+                before.in_cohort(c, &ctx) == Some(true) || after.in_cohort(c, &ctx) == Some(true)
+            })
+            .collect();
+        for key in &flags {
+            let (b, a) = (before.evaluate(key, &ctx), after.evaluate(key, &ctx));
+            let Some(r) = radius.get_mut(*key) else { continue };
+            r.exposed_before += usize::from(b.enabled);
+            r.exposed_after += usize::from(a.enabled);
+            if b.enabled && a.enabled && b.variant != a.variant {
+                r.variant_changed += 1;
+            }
+            if a.enabled == b.enabled {
+                continue;
+            }
+            let bump = |f: &mut Flips| {
+                if b.enabled { f.on_to_off += 1 } else { f.off_to_on += 1 }
+            };
+            if b.enabled {
+                r.on_to_off += 1;
+            } else {
+                r.off_to_on += 1;
+            }
+            let region = ctx.get_region().unwrap_or("(none)");
+            bump(r.by_region.entry(region.to_owned()).or_default());
+            for cohort in &member {
+                bump(r.by_cohort.entry((*cohort).to_owned()).or_default());
+            }
+        }
+    }
+    radius
 }
 
 fn members(cohort: &Cohort) -> BTreeSet<String> {

@@ -795,6 +795,11 @@ impl Snapshot {
         Some((!stage.cohorts.is_empty(), stage.threshold != crate::compile::NO_PERCENT))
     }
 
+    /// The names of this snapshot's cohorts, in no particular order.
+    pub fn cohort_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.compiled.cohorts.keys().copied()
+    }
+
     /// Whether `ctx` is in the cohort named `cohort`; `None` when this
     /// config has no such cohort.
     pub fn in_cohort(&self, cohort: &str, ctx: &Context<'_>) -> Option<bool> {

@@ -194,9 +194,8 @@ fn diff_counts_a_population_exactly_as_the_library_does() {
         assert!(off_to_on > 50, "the fixture exercises the change");
         assert_eq!(flips["off_to_on"], off_to_on, "{population}");
         assert_eq!(flips["on_to_off"], 0, "{population}");
-        assert!(
-            flips["by_region"]["us-east"][1].as_u64() < flips["by_region"]["eu-west"][1].as_u64()
-        );
+        let region = |r: &str| flips["by_region"][r]["off_to_on"].as_u64();
+        assert!(region("us-east") < region("eu-west"), "{flips}");
     }
 }
 
@@ -273,4 +272,124 @@ fn errors_are_one_clear_line_and_exit_1() {
     for out in [missing, bad, usage, time] {
         assert_clean(&out);
     }
+}
+
+/// A temporary directory for the files of one test.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("flagstone-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+#[test]
+fn diff_counts_cohort_member_changes_in_the_blast_radius() {
+    let dir = scratch("cohorts");
+    let config = |version: u64, beta: &str| {
+        format!(
+            r#"{{ "version": {version}, "cohorts": {{ "beta": {{ "tenants": [{beta}] }} }},
+                "flags": {{ "f": {{ "enabled": true, "bucket_by": "tenant",
+                    "stages": [ {{ "name": "beta", "cohorts": ["beta"] }} ], "stage": "beta" }} }} }}"#
+        )
+    };
+    let (old, new, population) =
+        (dir.join("old.json"), dir.join("new.json"), dir.join("population.csv"));
+    std::fs::write(&old, config(1, r#""p-0""#)).expect("write");
+    let added: Vec<String> = (0..7).map(|i| format!("\"p-{i}\"")).collect();
+    std::fs::write(&new, config(2, &added.join(","))).expect("write");
+    let rows: Vec<String> = (0..20).map(|i| format!("p-{i},eu-west")).collect();
+    std::fs::write(&population, format!("tenant,region\n{}\n", rows.join("\n"))).expect("write");
+    let (old, new, population) = (
+        old.to_str().expect("utf-8"),
+        new.to_str().expect("utf-8"),
+        population.to_str().expect("utf-8"),
+    );
+
+    let out = run(&["diff", old, new, "--population", population, "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["blast_radius"]["f"]["off_to_on"], 6, "{report}");
+    assert_eq!(report["blast_radius"]["f"]["by_cohort"]["beta"]["off_to_on"], 6, "{report}");
+
+    // Without a population, the flag that uses the cohort is listed.
+    let out = run(&["diff", old, new, "--json"]);
+    let report = json(&out);
+    assert!(report["blast_radius"]["f"].is_object(), "{report}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn the_cli_never_panics_on_odd_file_names_closed_pipes_or_full_disks() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = scratch("odd");
+    let odd = dir.join(std::ffi::OsStr::from_bytes(b"flags-\xff.json"));
+    std::fs::write(&odd, "{ \"version\": 1 }").expect("write");
+    for args in [vec!["validate"], vec!["validate", "--json"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_flagstone"))
+            .args(&args)
+            .arg(&odd)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_clean(&out);
+    }
+
+    // A reader that stops after one line: the rest of the output is
+    // dropped, and the command still ends as it would have.
+    let units: Vec<String> = (0..20_000).map(|i| format!("u-{i}")).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flagstone"))
+        .args(["bucket", "--salt", "s"])
+        .args(&units)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut first = [0u8; 16];
+    use std::io::Read as _;
+    let _ = child.stdout.take().expect("piped").read(&mut first);
+    let out = child.wait_with_output().expect("ends");
+    assert_eq!(out.status.code(), Some(0), "closed pipe: {}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+
+    // A full disk: one line on stderr, exit 1.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let out = Command::new(env!("CARGO_BIN_EXE_flagstone"))
+        .args(["bucket", "--salt", "s", "u-1"])
+        .stdout(full)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot write the output"), "{err}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn output_never_carries_raw_control_characters() {
+    let dir = scratch("control");
+    let file = dir.join("flags.json");
+    std::fs::write(
+        &file,
+        r#"{ "version": 1,
+            "cohorts": { "eu": { "regions": ["eu-\u001b[2J", "x\u202ey"] } },
+            "flags": { "f": { "enabled": true, "stages": [ { "name": "eu", "cohorts": ["eu"] } ], "stage": "eu" } } }"#,
+    )
+    .expect("write");
+    let file = file.to_str().expect("utf-8");
+    for args in [vec!["plan", file], vec!["plan", file, "--json"], vec!["validate", file]] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(!text.contains('\x1b') && !text.contains('\u{202e}'), "{args:?}: {text:?}");
+    }
+    let out = run(&["plan", file]);
+    assert!(stdout(&out).contains("eu-\\u{1b}[2J"), "{}", stdout(&out));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn explain_of_an_unknown_flag_exits_1_and_suggests_the_nearest() {
+    let out = run(&["explain", EXAMPLE, "--flag", "new-chekout"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("did you mean \"new-checkout\"?"), "{}", stderr(&out));
 }

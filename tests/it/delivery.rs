@@ -348,6 +348,32 @@ fn a_fifo_or_a_device_as_the_source_is_refused_without_blocking() {
     }
 }
 
+#[cfg(all(unix, feature = "signing"))]
+#[test]
+fn a_fifo_as_the_signature_sidecar_is_refused_without_blocking() {
+    let dir = dir();
+    let path = dir.path().join("flags.json");
+    fs::write(&path, doc(1)).expect("write");
+    let made = std::process::Command::new("mkfifo").arg(dir.path().join("flags.json.sig")).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let store = Arc::new(FlagStore::new());
+    let outcome = ends_within(Duration::from_secs(5), move || {
+        let updater = Updater::builder(store)
+            .file(&path)
+            .public_key(&[
+                0x3b, 0x6a, 0x27, 0xbc, 0xce, 0xb6, 0xa4, 0x2d, 0x62, 0xa3, 0xa8, 0xd0, 0x2a, 0x6f,
+                0x0d, 0x73, 0x65, 0x32, 0x15, 0x77, 0x1d, 0xe2, 0x43, 0xa6, 0x3a, 0xc0, 0x48, 0xa1,
+                0x8b, 0x59, 0xda, 0x29,
+            ])
+            .interval(Duration::from_secs(3600))
+            .start()
+            .expect("start");
+        updater.refresh_now().map_err(|e| e.to_string())
+    });
+    let err = outcome.expect("the pull did not block").expect_err("unsigned");
+    assert!(err.contains("unsigned"), "{err}");
+}
+
 #[test]
 fn max_body_bytes_limits_files_and_the_cache() {
     let dir = dir();

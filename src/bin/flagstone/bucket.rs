@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
+use crate::out::out;
 use crate::out::{Style, Table, percent};
 use crate::print_json;
 
@@ -19,7 +20,7 @@ pub(crate) fn run(salt: &str, units: &[String], as_json: bool) -> anyhow::Result
         for (u, b) in rows {
             table.row(vec![u.to_owned(), b.to_string(), percent(b)]);
         }
-        print!("{}", table.render(0, Style::detect()));
+        out!("{}", table.render(0, Style::detect()));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,5 @@
 //! `flagstone diff`: every change between two configs, and its blast radius.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -8,6 +7,7 @@ use flagstone::config::{Cohort, Config, Flag};
 use serde_json::json;
 
 use crate::out::{Style, Table};
+use crate::out::{out, outln};
 use crate::{load, population, print_json, store};
 
 /// What share of units a flag exposes, estimated from the config alone.
@@ -64,15 +64,6 @@ fn reshuffles(old: &Flag, new: &Flag, key: &str) -> bool {
     old.salt_or(key) != new.salt_or(key) || old.bucket_by != new.bucket_by
 }
 
-/// Flips of one flag over a population.
-#[derive(Default, serde::Serialize)]
-struct Flips {
-    on_to_off: usize,
-    off_to_on: usize,
-    by_region: BTreeMap<String, (usize, usize)>,
-    by_cohort: BTreeMap<String, (usize, usize)>,
-}
-
 pub(crate) fn run(
     old_path: &Path,
     new_path: &Path,
@@ -83,13 +74,9 @@ pub(crate) fn run(
 ) -> anyhow::Result<ExitCode> {
     let (old, new) = (load(old_path)?, load(new_path)?);
     let changes = flagstone::diff::diff(&old, &new);
-    let mut keys: Vec<&String> = new.flags.keys().chain(old.flags.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    let changed_flags: Vec<&String> = keys
-        .into_iter()
-        .filter(|k| changes.iter().any(|c| c.flag.as_deref() == Some(k.as_str())))
-        .collect();
+    // The flags a change names, and those that use a changed cohort.
+    let affected = flagstone::diff::affected_flags(&old, &new);
+    let changed_flags: Vec<&String> = affected.iter().collect();
 
     // The blast radius: exact over a population, or estimated from the configs.
     let mut radius =
@@ -99,70 +86,50 @@ pub(crate) fn run(
         Some(path) => {
             let units = population::load(path)?;
             let (before, after) = (store(&old, at)?.snapshot(), store(&new, at)?.snapshot());
-            let mut cohorts: Vec<&String> = new.cohorts.keys().chain(old.cohorts.keys()).collect();
-            cohorts.sort();
-            cohorts.dedup();
-            for key in &changed_flags {
-                let mut flips = Flips::default();
-                let (mut was_on, mut is_on) = (0, 0);
-                for unit in &units {
-                    let ctx = unit.as_context();
-                    let (b, a) = (before.is_enabled(key, &ctx), after.is_enabled(key, &ctx));
-                    was_on += usize::from(b);
-                    is_on += usize::from(a);
-                    if a == b {
-                        continue;
-                    }
-                    let bump =
-                        |entry: &mut (usize, usize)| if b { entry.0 += 1 } else { entry.1 += 1 };
-                    if b {
-                        flips.on_to_off += 1
-                    } else {
-                        flips.off_to_on += 1
-                    }
-                    bump(
-                        flips
-                            .by_region
-                            .entry(ctx.get_region().unwrap_or("(none)").to_owned())
-                            .or_default(),
-                    );
-                    for cohort in &cohorts {
-                        let member = after
-                            .in_cohort(cohort, &ctx)
-                            .or_else(|| before.in_cohort(cohort, &ctx));
-                        if member == Some(true) {
-                            bump(flips.by_cohort.entry((*cohort).clone()).or_default());
-                        }
-                    }
+            // Every flag, for every unit: whatever changed, a unit whose
+            // answer changes is counted.
+            let counted = flagstone::diff::blast_radius(&before, &after, &units);
+            for (key, flips) in &counted {
+                if !flips.changes_anyone() && !affected.contains(key) {
+                    continue;
                 }
                 let share =
                     |n: usize| format!("{n} ({:.1}%)", 100.0 * n as f64 / units.len() as f64);
                 radius.row(vec![
-                    (*key).clone(),
+                    key.clone(),
                     share(flips.on_to_off),
                     share(flips.off_to_on),
-                    share(was_on),
-                    share(is_on),
+                    share(flips.exposed_before),
+                    share(flips.exposed_after),
                 ]);
-                for (region, (off, on)) in &flips.by_region {
+                for (region, f) in &flips.by_region {
                     radius.row(vec![
                         format!("  region {region}"),
-                        off.to_string(),
-                        on.to_string(),
+                        f.on_to_off.to_string(),
+                        f.off_to_on.to_string(),
                         String::new(),
                         String::new(),
                     ]);
                 }
-                for (cohort, (off, on)) in &flips.by_cohort {
+                for (cohort, f) in &flips.by_cohort {
                     radius.row(vec![
                         format!("  cohort {cohort}"),
-                        off.to_string(),
-                        on.to_string(),
+                        f.on_to_off.to_string(),
+                        f.off_to_on.to_string(),
                         String::new(),
                         String::new(),
                     ]);
                 }
-                radius_json.insert((*key).clone(), serde_json::to_value(&flips)?);
+                if flips.variant_changed > 0 {
+                    radius.row(vec![
+                        "  variant changed".to_owned(),
+                        String::new(),
+                        String::new(),
+                        share(flips.variant_changed),
+                        String::new(),
+                    ]);
+                }
+                radius_json.insert(key.clone(), serde_json::to_value(flips)?);
             }
         }
         None => {
@@ -223,31 +190,31 @@ pub(crate) fn run(
             "exact": population.is_some(),
         }))?;
     } else if changes.is_empty() {
-        println!("no changes in behaviour (version {} -> {})", old.version, new.version);
+        outln!("no changes in behaviour (version {} -> {})", old.version, new.version);
     } else {
-        println!("{} (version {} -> {})", style.bold("changes"), old.version, new.version);
+        outln!("{} (version {} -> {})", style.bold("changes"), old.version, new.version);
         let mut table = Table::new(&["flag", "change", "reversible"]);
         for c in &changes {
             let flag = c.flag.clone().unwrap_or_else(|| "(cohorts)".to_owned());
             let reversible = if c.reversible { "yes".to_owned() } else { style.warn("NO") };
             table.row(vec![flag, c.kind.to_string(), reversible]);
         }
-        print!("{}", table.render(2, style));
+        out!("{}", table.render(2, style));
         let warnings: Vec<&str> = changes.iter().filter_map(|c| c.warning.as_deref()).collect();
         for w in &warnings {
-            println!("  {} {w}", style.warn("WARNING"));
+            outln!("  {} {w}", style.warn("WARNING"));
         }
         if !radius.is_empty() {
             match population {
                 Some(p) => {
-                    println!("\n{} (counted over {})", style.bold("blast radius"), p.display())
+                    outln!("\n{} (counted over {})", style.bold("blast radius"), p.display())
                 }
-                None => println!(
+                None => outln!(
                     "\n{} (estimated from percentages and cohort sizes; pass --population to count)",
                     style.bold("blast radius")
                 ),
             }
-            print!("{}", radius.render(2, style));
+            out!("{}", radius.render(2, style));
         }
     }
     Ok(ExitCode::from(if changes.is_empty() { 0 } else { 2 }))

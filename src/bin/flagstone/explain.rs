@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use flagstone::{ContextBuf, StageVerdict};
 
 use crate::out::{Style, Table, percent};
-use crate::{load, print_json, store};
+use crate::out::{out, outln};
+use crate::{load, no_such_flag, print_json, store};
 
 pub(crate) fn run(
     file: &Path,
@@ -17,6 +18,9 @@ pub(crate) fn run(
     style: Style,
 ) -> anyhow::Result<ExitCode> {
     let config = load(file)?;
+    if !config.flags.contains_key(flag) {
+        return Err(no_such_flag(file, &config, flag));
+    }
     let store = store(&config, at)?;
     let ctx = unit.as_context();
     let why = store.snapshot().explain(flag, &ctx);
@@ -30,7 +34,7 @@ pub(crate) fn run(
             .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
             .chain(ctx.attrs().map(|(k, v)| format!("{k}={v}")))
             .collect();
-    println!(
+    outln!(
         "{} for {} (config version {}{})",
         style.bold(flag),
         if who.is_empty() { "an empty context".to_owned() } else { who.join(" ") },
@@ -38,40 +42,40 @@ pub(crate) fn run(
         at.map(|t| format!(", at {t}")).unwrap_or_default()
     );
     let decision = if why.enabled { style.good("ON") } else { style.bad("OFF") };
-    println!(
+    outln!(
         "  decision     {decision}{}",
         why.variant.as_ref().map(|v| format!("  variant {v:?}")).unwrap_or_default()
     );
-    println!("  reason       {}", why.summary);
+    outln!("  reason       {}", why.summary);
     if !why.known {
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "  kill switch  {}",
         if why.kill_switch { style.bad("set (enabled: false)") } else { "not set".to_owned() }
     );
     let by = why.bucket_by.as_deref().unwrap_or("user");
     match (&why.unit, why.bucket) {
-        (Some(u), Some(b)) => println!(
+        (Some(u), Some(b)) => outln!(
             "  bucket_by    {by} = {u:?} -> bucket {b} of 100000 (in any rollout above {})",
             percent(b)
         ),
-        _ => println!("  bucket_by    {by}: the context has no {by}, so it is in no percentage"),
+        _ => outln!("  bucket_by    {by}: the context has no {by}, so it is in no percentage"),
     }
     if !why.exclusions.is_empty() {
-        println!("  exclusions");
+        outln!("  exclusions");
         for c in &why.exclusions {
             let verdict = match c.matched {
                 Some(true) => style.bad("in the cohort: excluded"),
                 Some(false) => "not in the cohort".to_owned(),
                 None => "not checked".to_owned(),
             };
-            println!("    {:<16} {verdict}", c.cohort);
+            outln!("    {:<16} {verdict}", c.cohort);
         }
     }
     if !why.stages.is_empty() {
         let current = config.flags.get(flag).and_then(|f| f.stage.clone()).unwrap_or_default();
-        println!("  stages (current: {current})");
+        outln!("  stages (current: {current})");
         let mut table = Table::new(&["#", "stage", "audience", "percent", "starts", "verdict"]);
         for s in &why.stages {
             let audience = if s.verdict == StageVerdict::NotInEffect {
@@ -115,7 +119,7 @@ pub(crate) fn run(
                 verdict,
             ]);
         }
-        print!("{}", table.render(4, style));
+        out!("{}", table.render(4, style));
     }
     Ok(ExitCode::SUCCESS)
 }

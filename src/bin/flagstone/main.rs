@@ -163,7 +163,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{} {e:#}", style.bad("error:"));
+            out::write_err(&format!("{} {e:#}", style.bad("error:")));
             ExitCode::from(1)
         }
     }
@@ -176,9 +176,45 @@ pub(crate) fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// Loads a config, or fails with every problem of the file, one a line.
 pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
     Config::from_json(read(path)?).map_err(|e| {
-        let problems: Vec<String> = e.problems().iter().map(|p| format!("\n  {p}")).collect();
+        let mut problems: Vec<String> = e.problems().iter().map(|p| format!("\n  {p}")).collect();
+        let more = e.problem_count() - e.problems().len();
+        if more > 0 {
+            problems.push(format!("\n  and {more} more"));
+        }
         anyhow::anyhow!("{} is not a valid config:{}", path.display(), problems.concat())
     })
+}
+
+/// The error for a flag key a config lacks, with the nearest key it has.
+pub(crate) fn no_such_flag(file: &Path, config: &Config, key: &str) -> anyhow::Error {
+    let nearest = config
+        .flags
+        .keys()
+        .map(|k| (edit_distance(k, key), k))
+        .filter(|(d, k)| *d <= (k.chars().count().max(key.chars().count()) / 2).max(2))
+        .min();
+    match nearest {
+        Some((_, k)) => {
+            anyhow::anyhow!("{} has no flag {key:?}; did you mean {k:?}?", file.display())
+        }
+        None => anyhow::anyhow!("{} has no flag {key:?}", file.display()),
+    }
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 pub(crate) fn clock(at: Option<&str>) -> anyhow::Result<Box<dyn Clock>> {
@@ -196,6 +232,17 @@ pub(crate) fn store(config: &Config, at: Option<&str>) -> anyhow::Result<FlagSto
 }
 
 pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    out::write_json(&format!("{}\n", serde_json::to_string_pretty(value)?))
+        .map_err(out::write_error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn edit_distances() {
+        assert_eq!(super::edit_distance("new-checkout", "new-chekout"), 1);
+        assert_eq!(super::edit_distance("", "abc"), 3);
+        assert_eq!(super::edit_distance("kitten", "sitting"), 3);
+    }
 }

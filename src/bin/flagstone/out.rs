@@ -1,6 +1,113 @@
-//! Output for people: aligned tables, and color only on a terminal.
+//! Output for people: aligned tables, color only on a terminal, and
+//! nothing a terminal would act on.
+//!
+//! Every line goes through [`write`]: control characters and
+//! bidirectional overrides from configs, populations or file names are
+//! escaped (`\u{1b}`), so a config cannot clear a release manager's
+//! screen or reorder what a line says; only this tool's own colors pass,
+//! and only on a terminal. A closed pipe (`flagstone bucket … | head -1`)
+//! ends the output quietly; any other write error (a full disk) is an
+//! error of the command.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether colors are on (a terminal, and `NO_COLOR` not set).
+static COLOR: AtomicBool = AtomicBool::new(false);
+/// Whether stdout was closed by its reader.
+static CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// The SGR codes [`Style`] writes: bold, red, green, yellow, reset.
+const OWN_CODES: [&str; 5] = ["1", "31", "32", "33", "0"];
+
+/// Writes text to stdout, made safe for a terminal (see the module docs).
+pub fn write(text: &str) -> std::io::Result<()> {
+    if CLOSED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let safe = safe(text, COLOR.load(Ordering::Relaxed));
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(safe.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Writes JSON to stdout: serde already escapes control characters in
+/// strings; bidirectional overrides are escaped the JSON way.
+pub fn write_json(text: &str) -> std::io::Result<()> {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_bidi_control(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    write(&out)
+}
+
+/// Writes a line to stderr, made safe; errors there are dropped (there is
+/// nowhere left to report them).
+pub fn write_err(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{}", safe(text, false));
+}
+
+/// `text` with every control character but newlines and tabs escaped, and
+/// every bidirectional override; with `colors`, this tool's own SGR codes
+/// kept.
+fn safe(text: &str, colors: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '\x1b' && colors {
+            let sgr = rest.get(1..).and_then(|r| r.strip_prefix('[')).and_then(|r| {
+                let end = r.find('m')?;
+                OWN_CODES.contains(&&r[..end]).then_some(end + 3)
+            });
+            if let Some(len) = sgr {
+                out.push_str(&rest[..len]);
+                rest = &rest[len..];
+                continue;
+            }
+        }
+        if (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+}
+
+/// `println!` through [`write`]; returns from the calling function with
+/// the write error, if there is one.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::out::write(&format!("{}\n", format_args!($($arg)*)))
+            .map_err($crate::out::write_error)?
+    };
+}
+
+/// `print!` through [`write`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::out::write(&format!($($arg)*)).map_err($crate::out::write_error)? };
+}
+
+/// A failed write to stdout, as the command's error.
+pub fn write_error(e: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot write the output: {e}")
+}
+
+pub(crate) use {out, outln};
 
 /// Colors, on only when stdout is a terminal and `NO_COLOR` is not set.
 #[derive(Clone, Copy)]
@@ -11,7 +118,9 @@ pub struct Style {
 impl Style {
     pub fn detect() -> Self {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Self { color: std::io::stdout().is_terminal() && !no_color }
+        let color = std::io::stdout().is_terminal() && !no_color;
+        COLOR.store(color, Ordering::Relaxed);
+        Self { color }
     }
 
     fn paint(self, code: &str, text: &str) -> String {
@@ -108,5 +217,17 @@ pub fn percent(threshold: u32) -> String {
         format!("{whole}%")
     } else {
         format!("{whole}.{}%", format!("{frac:03}").trim_end_matches('0'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_only_own_colors_pass() {
+        assert_eq!(safe("a\x1b[2Jb\r\n\u{202e}c", false), "a\\u{1b}[2Jb\\u{d}\n\\u{202e}c");
+        assert_eq!(safe("\x1b[32mok\x1b[0m \x1b[2J", true), "\x1b[32mok\x1b[0m \\u{1b}[2J");
+        assert_eq!(safe("\x1b[32mok", false), "\\u{1b}[32mok");
     }
 }

@@ -3,13 +3,13 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::bail;
 use flagstone::{Clock, SystemClock};
 use serde_json::json;
 
 use crate::diff::describe_cohort;
+use crate::out::outln;
 use crate::out::{Style, Table};
-use crate::{load, print_json};
+use crate::{load, no_such_flag, print_json};
 
 pub(crate) fn run(
     file: &Path,
@@ -21,7 +21,7 @@ pub(crate) fn run(
     if let Some(key) = only
         && !config.flags.contains_key(key)
     {
-        bail!("{} has no flag {key:?}", file.display());
+        return Err(no_such_flag(file, &config, key));
     }
     let now = SystemClock.now_millis();
     let mut plans = serde_json::Map::new();
@@ -49,11 +49,7 @@ pub(crate) fn run(
                 let share = stage.percent.map(|p| format!("{p}% of ")).unwrap_or_default();
                 format!("+{share}{}", stage.cohorts.join(", "))
             };
-            let pending = stage
-                .start_at
-                .as_deref()
-                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                .is_some_and(|t| t.as_millisecond() > now);
+            let pending = stage.start_at_millis().is_some_and(|t| t > now);
             let state = match current {
                 Some(c) if i < c => "done",
                 Some(c) if i == c && pending => "CURRENT (scheduled)",
@@ -85,9 +81,9 @@ pub(crate) fn run(
         if !flag.enabled {
             notes.push(style.bad("KILL SWITCH SET: off for everyone"));
         }
-        println!("{} ({})", style.bold(key), notes.join("; "));
+        outln!("{} ({})", style.bold(key), notes.join("; "));
         if rows.is_empty() {
-            println!(
+            outln!(
                 "  no stages: {}\n",
                 if flag.enabled { "on for everyone" } else { "off for everyone" }
             );
@@ -117,7 +113,7 @@ pub(crate) fn run(
                 format!("{cum}%"),
             ]);
         }
-        println!("{}", table.render(2, style));
+        outln!("{}", table.render(2, style));
     }
     if as_json {
         print_json(&serde_json::Value::Object(plans))?;

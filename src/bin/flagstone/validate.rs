@@ -8,6 +8,7 @@ use flagstone::config::Config;
 use serde_json::json;
 
 use crate::out::Style;
+use crate::out::outln;
 use crate::{print_json, read};
 
 pub(crate) fn run(files: &[PathBuf], as_json: bool, style: Style) -> anyhow::Result<ExitCode> {
@@ -31,7 +32,7 @@ pub(crate) fn run(files: &[PathBuf], as_json: bool, style: Style) -> anyhow::Res
                         .iter()
                         .map(|(k, s, i, n)| format!("{k}@{s} ({}/{n})", i + 1))
                         .collect();
-                    println!(
+                    outln!(
                         "{} {}: version {}, {} flags, {} cohorts; stages in effect: {}",
                         style.good("ok"),
                         file.display(),
@@ -43,20 +44,24 @@ pub(crate) fn run(files: &[PathBuf], as_json: bool, style: Style) -> anyhow::Res
                 }
                 let stages: BTreeMap<&str, &str> =
                     current.iter().map(|(k, s, ..)| (*k, *s)).collect();
-                json!({ "file": file, "valid": true, "version": config.version,
+                json!({ "file": file.to_string_lossy(), "valid": true, "version": config.version,
                         "flags": config.flags.len(), "cohorts": config.cohorts.len(), "stages": stages })
             }
             Ok(Err(e)) => {
                 failed = true;
                 if !as_json {
-                    println!(
+                    outln!(
                         "{} {}: {} problem(s)",
                         style.bad("invalid"),
                         file.display(),
-                        e.problems().len()
+                        e.problem_count()
                     );
                     for p in e.problems() {
-                        println!("  {p}");
+                        outln!("  {p}");
+                    }
+                    let more = e.problem_count() - e.problems().len();
+                    if more > 0 {
+                        outln!("  and {more} more");
                     }
                 }
                 let problems: Vec<_> = e
@@ -64,14 +69,15 @@ pub(crate) fn run(files: &[PathBuf], as_json: bool, style: Style) -> anyhow::Res
                     .iter()
                     .map(|p| json!({ "path": p.path(), "message": p.message() }))
                     .collect();
-                json!({ "file": file, "valid": false, "problems": problems })
+                json!({ "file": file.to_string_lossy(), "valid": false, "problems": problems,
+                        "problem_count": e.problem_count() })
             }
             Err(e) => {
                 failed = true;
                 if !as_json {
-                    println!("{} {e:#}", style.bad("error"));
+                    outln!("{} {e:#}", style.bad("error"));
                 }
-                json!({ "file": file, "valid": false, "error": format!("{e:#}") })
+                json!({ "file": file.to_string_lossy(), "valid": false, "error": format!("{e:#}") })
             }
         };
         reports.push(report);
