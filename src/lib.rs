@@ -102,7 +102,10 @@ mod eval;
 mod explain;
 pub mod integrations;
 pub mod observe;
+pub mod publish;
 mod retained;
+#[cfg(feature = "signing")]
+pub mod signing;
 pub mod source;
 mod store;
 pub mod testing;

@@ -33,10 +33,18 @@ impl FileSource {
 
 impl Source for FileSource {
     fn fetch(&mut self, _deadline: std::time::Instant) -> Result<Fetch, SourceError> {
-        let body = read_regular(&self.path, self.max_body)
+        // The signature is read beside the file the path resolves to, so a
+        // symlink swapped between the two reads (a ConfigMap, `flagstone
+        // publish --to`) cannot pair one version's document with another's
+        // signature; beside the path itself for a plain layout.
+        let real = if self.signed { std::fs::canonicalize(&self.path).ok() } else { None };
+        let read_from = real.as_deref().unwrap_or(&self.path);
+        let body = read_regular(read_from, self.max_body)
             .map_err(|e| SourceError::new(format!("{}: {e}", self.path.display())))?;
         let signature = if self.signed {
-            read_regular(&sig_path(&self.path), SIGNATURE_LIMIT).ok()
+            read_regular(&sig_path(read_from), SIGNATURE_LIMIT)
+                .or_else(|_| read_regular(&sig_path(&self.path), SIGNATURE_LIMIT))
+                .ok()
         } else {
             None
         };

@@ -35,6 +35,8 @@
 //! `docs/delivery.md` covers signatures and how fast a push reaches a fleet.
 
 mod cache;
+#[cfg(feature = "etcd")]
+pub(crate) mod etcd;
 mod file;
 #[cfg(feature = "http")]
 mod http;
@@ -50,6 +52,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use xxhash_rust::xxh3::xxh3_64;
+
+pub(crate) use cache::write_atomically;
 
 use crate::error::Error;
 use crate::observe::{ChangeCause, StoreEvent};
@@ -246,6 +250,33 @@ pub(crate) trait Source: Send {
     /// Called when the last fetched document was applied or is the one
     /// serving: a conditional source may now ask only for changes.
     fn commit(&mut self) {}
+    /// Where the last fetch read the source (etcd: its revision), for a
+    /// watch to start after.
+    fn position(&self) -> Option<i64> {
+        None
+    }
+    /// A watch that tells when the document changes, for a source that
+    /// pushes; `None` for one that is polled.
+    fn watcher(&self) -> Option<Box<dyn Watcher>> {
+        None
+    }
+}
+
+/// Waits for a pushing source's document to change, on the updater's
+/// thread (outside the lock `refresh_now` takes).
+pub(crate) trait Watcher: Send {
+    /// Waits about one interval for a change after position `since`.
+    fn wait(&mut self, since: i64, stopped: &dyn Fn() -> bool) -> Watched;
+}
+
+/// What a wait came to.
+pub(crate) enum Watched {
+    /// The document (or its signature) changed: pull now.
+    Changed,
+    /// Nothing yet.
+    Quiet,
+    /// The watch broke, was canceled or stalled: read again and watch anew.
+    Lost(SourceError),
 }
 
 type Callback = Arc<dyn Fn(&UpdateEvent) + Send + Sync>;
@@ -274,6 +305,8 @@ pub struct UpdaterBuilder {
     wait_for_first: Duration,
     #[cfg(feature = "http")]
     http: http::HttpOptions,
+    #[cfg(feature = "etcd")]
+    etcd_credentials: Option<(String, String)>,
     #[cfg(feature = "signing")]
     public_key: Option<Result<signing::Verifier, String>>,
 }
@@ -282,6 +315,11 @@ enum SourceSpec {
     File(PathBuf),
     #[cfg(feature = "http")]
     Http(String),
+    #[cfg(feature = "etcd")]
+    Etcd {
+        endpoints: Vec<String>,
+        key: String,
+    },
 }
 
 impl fmt::Debug for UpdaterBuilder {
@@ -311,8 +349,41 @@ impl UpdaterBuilder {
         self
     }
 
+    /// Follow the document at `key` of an etcd cluster, pushed through a
+    /// watch (feature `etcd`); its signature is the value at `{key}.sig`.
+    /// `endpoints` are the cluster's client URLs
+    /// (`["http://127.0.0.1:2379"]`, `https://` too), tried in turn.
+    ///
+    /// A document and its signature are only ever read together, at one
+    /// revision. Every interval the updater also checks the key's revision
+    /// cheaply, so a watch that stalled without a word is found and
+    /// reconnected; `serving()` says `Stale` while disconnected.
+    #[cfg(feature = "etcd")]
+    pub fn etcd(
+        mut self,
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        key: impl Into<String>,
+    ) -> Self {
+        let endpoints = endpoints.into_iter().map(Into::into).collect();
+        self.source = Some(SourceSpec::Etcd { endpoints, key: key.into() });
+        self
+    }
+
+    /// The user and password of an etcd cluster with auth enabled (feature
+    /// `etcd`); the token is renewed whenever etcd refuses it.
+    #[cfg(feature = "etcd")]
+    pub fn etcd_credentials(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.etcd_credentials = Some((user.into(), password.into()));
+        self
+    }
+
     /// The poll interval (default 5 s, at most a day); each wait is
-    /// jittered around it.
+    /// jittered around it. For etcd, the interval of the revision check
+    /// that finds a stalled watch.
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
@@ -472,6 +543,21 @@ impl UpdaterBuilder {
             Some(SourceSpec::Http(url)) => {
                 Box::new(http::HttpSource::new(url, self.http, self.max_body, signed))
             }
+            #[cfg(feature = "etcd")]
+            Some(SourceSpec::Etcd { endpoints, key }) => {
+                if endpoints.is_empty() {
+                    return Err(UpdateError::Config("etcd needs at least one endpoint".into()));
+                }
+                let options = etcd::EtcdOptions {
+                    endpoints,
+                    credentials: self.etcd_credentials,
+                    connect_timeout: self.http.connect_timeout,
+                    request_timeout: self.http.read_timeout,
+                    // Values come base64-encoded inside JSON.
+                    max_response: self.max_body.saturating_mul(3).saturating_add(64 * 1024),
+                };
+                Box::new(etcd::EtcdSource::new(options, key, self.interval))
+            }
         };
         let events = Events(self.on_event);
         let puller = Puller {
@@ -594,6 +680,8 @@ impl Updater {
             wait_for_first: Duration::ZERO,
             #[cfg(feature = "http")]
             http: http::HttpOptions::default(),
+            #[cfg(feature = "etcd")]
+            etcd_credentials: None,
             #[cfg(feature = "signing")]
             public_key: None,
         }
@@ -669,6 +757,10 @@ impl Control {
     fn stop(&self) {
         *self.lock() = true;
         self.wake.notify_all();
+    }
+
+    fn stopped(&self) -> bool {
+        *self.lock()
     }
 
     /// Waits `wait`, or until stopped; whether stopped.
@@ -863,11 +955,53 @@ impl Cache {
     }
 }
 
+/// The updater's thread: pull, then wait for the next pull. A polled
+/// source waits out the (jittered) interval; a pushing one waits on its
+/// watch, and after losing it reads again at once, then backs off if it
+/// keeps losing it.
 fn run(shared: &Shared) {
+    let mut watcher = shared.lock().source.watcher();
+    let mut losses = 0u32;
     loop {
-        let _ = shared.pull(false);
-        let wait = shared.lock().planned_wait;
-        if shared.control.sleep(wait) {
+        let pulled = shared.pull(false);
+        let (wait, interval, position) = {
+            let puller = shared.lock();
+            (puller.planned_wait, puller.interval, puller.source.position())
+        };
+        let reached = !matches!(pulled, Err(UpdateError::Source(_)));
+        match (watcher.as_mut(), position) {
+            (Some(watcher), Some(since)) if reached => loop {
+                match watcher.wait(since, &|| shared.control.stopped()) {
+                    Watched::Changed => {
+                        losses = 0;
+                        break;
+                    }
+                    Watched::Quiet if shared.control.stopped() => return,
+                    Watched::Quiet => {}
+                    Watched::Lost(error) => {
+                        // Lost: not serving the source's current document
+                        // as far as anyone knows, until the next read.
+                        shared.state().current = false;
+                        let retry_in = (interval / 10)
+                            .saturating_mul(2u32.saturating_pow(losses.min(10)))
+                            .min(shared.lock().max_backoff);
+                        let retry_in = if losses == 0 { Duration::ZERO } else { retry_in };
+                        losses = losses.saturating_add(1);
+                        shared.events.emit(&UpdateEvent::SourceError { error, retry_in });
+                        if shared.control.sleep(retry_in) {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            },
+            _ => {
+                if shared.control.sleep(wait) {
+                    return;
+                }
+            }
+        }
+        if shared.control.stopped() {
             return;
         }
     }

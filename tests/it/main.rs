@@ -9,6 +9,8 @@ mod cli;
 mod delivery;
 #[cfg(feature = "http")]
 mod delivery_http;
+#[cfg(all(feature = "etcd", feature = "cli"))]
+mod etcd;
 mod golden;
 mod observe;
 #[cfg(feature = "openfeature")]
@@ -18,6 +20,8 @@ mod props;
 #[cfg(feature = "schema")]
 mod schema;
 mod semantics;
+#[cfg(feature = "http")]
+mod servers;
 mod store;
 mod stress;
 

@@ -6,6 +6,10 @@
 //! flagstone diff OLD NEW [--population FILE]
 //! flagstone plan FILE [--flag NAME]
 //! flagstone bucket --salt S UNIT...
+//! flagstone publish FILE (--etcd URL[,URL...] --key KEY | --to DIR) [--sign KEY_FILE] [--user U --password P]
+//! flagstone keygen --out NAME
+//! flagstone sign FILE --key NAME.key
+//! flagstone verify FILE --public-key NAME.pub
 //! ```
 //!
 //! Every command takes `--json`. Exit codes: 0 fine (for `diff`: nothing
@@ -15,9 +19,11 @@
 mod bucket;
 mod diff;
 mod explain;
+mod keys;
 mod out;
 mod plan;
 mod population;
+mod publish;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -103,6 +109,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Publish a config to etcd or a directory, validated, newer than what is
+    /// there, signed if asked; of two publishers racing, one wins.
+    Publish(publish::Args),
+    /// Make an Ed25519 key pair for signed configs.
+    Keygen(keys::Keygen),
+    /// Sign a config (a detached signature, FILE.sig).
+    Sign(keys::Sign),
+    /// Check a config's signature: exit 0 valid, 1 not.
+    Verify(keys::Verify),
     /// The bucket (0..100000) of each unit under a salt, as the library computes it.
     Bucket {
         /// The salt (a flag's `salt`, or its key).
@@ -159,6 +174,10 @@ fn main() -> ExitCode {
         }
         Command::Plan { file, flag, json } => plan::run(&file, flag.as_deref(), json, style),
         Command::Bucket { salt, units, json } => bucket::run(&salt, &units, json),
+        Command::Publish(args) => publish::run(&args),
+        Command::Keygen(args) => keys::keygen(&args),
+        Command::Sign(args) => keys::sign(&args),
+        Command::Verify(args) => keys::verify(&args),
     };
     match result {
         Ok(code) => code,
