@@ -393,3 +393,121 @@ fn explain_of_an_unknown_flag_exits_1_and_suggests_the_nearest() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("did you mean \"new-checkout\"?"), "{}", stderr(&out));
 }
+
+#[test]
+fn keygen_sign_and_verify_round_trip_and_match_openssl() {
+    let dir = scratch("keys");
+    let base = dir.join("release");
+    let out = run(&["keygen", "--out", base.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let again = run(&["keygen", "--out", base.to_str().expect("utf-8")]);
+    assert_eq!(again.status.code(), Some(1), "never overwrites a key");
+    let (key, public) = (dir.join("release.key"), dir.join("release.pub"));
+    let file = dir.join("flags.json");
+    std::fs::write(&file, "{ \"version\": 1 }").expect("write");
+    let (file, key, public) = (
+        file.to_str().expect("utf-8"),
+        key.to_str().expect("utf-8"),
+        public.to_str().expect("utf-8"),
+    );
+    assert_eq!(run(&["sign", file, "--key", key]).status.code(), Some(0));
+    let valid = run(&["verify", file, "--public-key", public]);
+    assert_eq!(valid.status.code(), Some(0), "{}", stdout(&valid));
+    std::fs::write(file, "{ \"version\": 2 }").expect("tamper");
+    let invalid = run(&["verify", file, "--public-key", public, "--json"]);
+    assert_eq!(invalid.status.code(), Some(1));
+    assert_eq!(json(&invalid)["valid"], false);
+
+    // OpenSSL reads the same private key and makes a signature `verify`
+    // accepts; its public key is the one in release.pub.
+    if let Ok(openssl) = Command::new("openssl").arg("version").output()
+        && openssl.status.success()
+    {
+        let sig = dir.join("openssl.sig");
+        let signed = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl pkeyutl -sign -rawin -inkey {key} -in {file} | base64 -w0 > {}",
+                sig.display()
+            ))
+            .status()
+            .expect("openssl");
+        assert!(signed.success());
+        let out = run(&[
+            "verify",
+            file,
+            "--public-key",
+            public,
+            "--signature",
+            sig.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+        let pem = Command::new("openssl")
+            .args(["pkey", "-in", key, "-pubout"])
+            .output()
+            .expect("openssl");
+        let pem_file = dir.join("release.pem");
+        std::fs::write(&pem_file, &pem.stdout).expect("write");
+        let out = run(&[
+            "verify",
+            file,
+            "--public-key",
+            pem_file.to_str().expect("utf-8"),
+            "--signature",
+            sig.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "a SubjectPublicKeyInfo PEM reads too: {}",
+            stdout(&out)
+        );
+    } else {
+        println!("openssl is not installed: the interoperability half is not checked");
+    }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn publish_to_a_directory_feeds_a_signed_file_source() {
+    let dir = scratch("publish");
+    let site = dir.join("site");
+    let base = dir.join("release");
+    assert_eq!(run(&["keygen", "--out", base.to_str().expect("utf-8")]).status.code(), Some(0));
+    let public = std::fs::read_to_string(dir.join("release.pub")).expect("public key");
+    let key = dir.join("release.key");
+    let publish = |version: u64| {
+        let file = dir.join(format!("v{version}.json"));
+        std::fs::write(&file, format!(r#"{{ "version": {version} }}"#)).expect("write");
+        run(&[
+            "publish",
+            file.to_str().expect("utf-8"),
+            "--to",
+            site.to_str().expect("utf-8"),
+            "--sign",
+            key.to_str().expect("utf-8"),
+        ])
+    };
+    let out = publish(1);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("published version 1 to directory"), "{}", stdout(&out));
+    let store = std::sync::Arc::new(FlagStore::new());
+    let updater = flagstone::Updater::builder(store.clone())
+        .file(site.join("flags.json"))
+        .public_key_base64(public.trim())
+        .interval(std::time::Duration::from_secs(3600))
+        .start()
+        .expect("start");
+    assert!(updater.refresh_now().is_ok());
+    for version in 2..=6 {
+        assert_eq!(publish(version).status.code(), Some(0));
+        assert_eq!(
+            updater.refresh_now().expect("signed pair"),
+            flagstone::Refreshed::Applied(version)
+        );
+    }
+    let stale = publish(3);
+    assert_eq!(stale.status.code(), Some(1));
+    assert!(stderr(&stale).contains("not newer than version 6"), "{}", stderr(&stale));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

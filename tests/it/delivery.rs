@@ -562,6 +562,53 @@ fn decisions_are_not_undone_by_a_restart() {
     assert_eq!(updater.serving(), flagstone::Serving::Held);
 }
 
+#[cfg(all(feature = "signing", unix))]
+#[test]
+fn a_reader_never_pairs_a_document_with_another_versions_signature() {
+    use flagstone::publish::{Directory, publish};
+    use flagstone::signing::SigningKey;
+    let dir = dir();
+    let site = dir.path().join("site");
+    let key = SigningKey::generate().expect("key");
+    let first = doc(1);
+    publish(&mut Directory::new(&site), first.as_bytes(), Some(&key.sign(first.as_bytes())))
+        .expect("published");
+    let (store, events) = (Arc::new(FlagStore::new()), Events::default());
+    let updater = Updater::builder(store.clone())
+        .file(site.join("flags.json"))
+        .public_key_base64(&key.public_key().to_base64())
+        .interval(Duration::from_secs(3600))
+        .on_event(events.record())
+        .start()
+        .expect("start");
+    let publisher = {
+        let site = site.clone();
+        std::thread::spawn(move || {
+            let mut target = Directory::new(&site);
+            for version in 2..=150 {
+                let text = doc(version);
+                publish(&mut target, text.as_bytes(), Some(&key.sign(text.as_bytes())))
+                    .expect("published");
+            }
+        })
+    };
+    let mut pulls = 0;
+    while !publisher.is_finished() {
+        let _ = updater.refresh_now();
+        pulls += 1;
+    }
+    publisher.join().expect("publisher");
+    let _ = updater.refresh_now();
+    assert_eq!(store.version(), 150);
+    let mismatched: Vec<String> =
+        events.all().into_iter().filter(|e| e.contains("signature")).collect();
+    println!("{pulls} pulls during 149 publications");
+    assert!(
+        mismatched.is_empty(),
+        "a document was read beside another's signature: {mismatched:?}"
+    );
+}
+
 #[cfg(feature = "signing")]
 mod signed_cache {
     use base64::Engine as _;

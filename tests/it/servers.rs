@@ -113,13 +113,8 @@ impl Etcd {
         };
         let (client, peer) = (free_port(), free_port());
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut etcd = Self {
-            binary,
-            url: format!("http://127.0.0.1:{client}"),
-            dir,
-            peer,
-            process: None,
-        };
+        let mut etcd =
+            Self { binary, url: format!("http://127.0.0.1:{client}"), dir, peer, process: None };
         etcd.up();
         Some(etcd)
     }
