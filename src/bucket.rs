@@ -9,6 +9,7 @@
 //! variant: vseed = xxh3_64((salt + ".variant") as UTF-8); hv = xxh3_64_with_seed(unit, vseed);
 //!          x = (hv as u128 * total_weight) >> 64; first variant in array order whose
 //!          cumulative weight > x
+//! holdback: the bucket above under the salt (salt + ":holdback"); held back <=> < round(h * 1000)
 //! ```
 //!
 //! `docs/bucketing.md` carries the golden vectors, computed by an independent
@@ -69,6 +70,30 @@ pub fn variant_index(salt: &str, unit: &str, weights: &[u32]) -> Option<usize> {
     }
     let x = variant_point(variant_seed(salt), unit, total);
     cumulative.iter().position(|&c| c > x)
+}
+
+/// The holdback bucket (`0..100_000`) of `unit` for a flag with this salt:
+/// the spec's bucket under the salt `salt + ":holdback"`. A guard with
+/// `holdback: h` holds a unit of the newest stage's new audience back
+/// when this bucket is below `round(h * 1000)`.
+///
+/// Independent of the unit's rollout bucket, so a holdback takes the same
+/// share of every percentage, and the same units on every instance.
+///
+/// # Example
+///
+/// ```
+/// let b = flagstone::holdback_bucket("new-checkout", "t-104");
+/// assert!(b < flagstone::BUCKETS);
+/// assert_ne!(b, flagstone::bucket("new-checkout", "t-104"));
+/// ```
+pub fn holdback_bucket(salt: &str, unit: &str) -> u32 {
+    bucket_seeded(holdback_seed(salt), unit)
+}
+
+/// The holdback seed of a salt: `xxh3_64(salt + ":holdback")`.
+pub(crate) fn holdback_seed(salt: &str) -> u64 {
+    xxh3_64(format!("{salt}:holdback").as_bytes())
 }
 
 /// The seed of a salt: `xxh3_64(salt)`.

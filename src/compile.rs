@@ -9,16 +9,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use crate::bucket::{salt_seed, threshold, variant_seed};
+use crate::bucket::{holdback_seed, salt_seed, threshold, variant_seed};
 use crate::clock::{Clock, parse_rfc3339_millis};
 use crate::config::{self, GuardAction};
 use crate::context::Context;
 use crate::eval::{Evaluation, Reason};
-use crate::observe::GuardTrip;
 use crate::observe::counters::{
     ERRORS, Group, LATENCY_BUCKET_0, LATENCY_SUM, Numbering, SUCCESSES, SeriesKey, Tables,
 };
-use crate::observe::guard::GuardState;
+use crate::observe::guard::{GuardState, Report, Side};
 use crate::observe::{Outcome, latency_bucket};
 use crate::retained::Retained;
 
@@ -79,6 +78,16 @@ pub(crate) struct Flag {
     pub(crate) guard: Option<Arc<GuardState>>,
     /// A local override, which beats everything the config says.
     pub(crate) forced: Option<Forced>,
+    /// The guard's control group: who of the newest stage's new audience
+    /// is held back.
+    pub(crate) holdback: Option<Holdback>,
+}
+
+/// A guard's holdback, compiled: the holdback bucket's seed and threshold.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Holdback {
+    pub(crate) seed: u64,
+    pub(crate) threshold: u32,
 }
 
 /// A compiled [`crate::Override`].
@@ -102,6 +111,10 @@ pub(crate) struct FlagSeries {
     /// cells `is_enabled` counts in when a shortcut decides.
     pub(crate) not_exposed: u32,
     pub(crate) first_exposed: u32,
+    /// The evaluation cell and the outcome block of contexts a guard holds
+    /// back (`NO_FLAG` without a holdback).
+    held_back_cell: u32,
+    pub(crate) held_back: u32,
 }
 
 const CELL_OFF: usize = 0;
@@ -434,12 +447,29 @@ impl Compiled {
     /// installed. Windows are measured on the clock's monotonic side.
     pub(crate) fn start_guards(&self) {
         let Some(counters) = &self.counters else { return };
-        let now = self.clock.monotonic_millis();
+        let (now, wall) = (self.clock.monotonic_millis(), self.clock.now_millis());
         for flag in self.flags.iter() {
             if let Some(guard) = &flag.guard {
-                guard.start(flag, &counters.outcomes, now);
+                guard.start(flag, &counters.outcomes, now, wall);
             }
         }
+    }
+
+    /// What each guard saw at its last look.
+    pub(crate) fn guard_evidence(&self) -> Vec<crate::observe::GuardEvidence> {
+        self.flags
+            .iter()
+            .filter_map(|flag| {
+                let e = flag.guard.as_ref()?.evidence()?;
+                Some(crate::observe::GuardEvidence {
+                    flag: flag.key.to_string(),
+                    stage: e.stage,
+                    control_group: e.control_group,
+                    exposed: e.exposed,
+                    control: e.control,
+                })
+            })
+            .collect()
     }
 
     /// Whether any flag has a guard (and counting is on, which guards read).
@@ -447,18 +477,19 @@ impl Compiled {
         self.counters.is_some() && self.flags.iter().any(|f| f.guard.is_some())
     }
 
-    /// Checks every guard that is due: the trips found, with the index of
-    /// the stage each steps back from. Windows run on monotonic time;
-    /// which stages are in effect, on wall time.
-    pub(crate) fn check_guards(&self) -> Vec<(usize, GuardTrip)> {
+    /// Looks at every guard: what each found worth telling (trips, with
+    /// the index of the stage they step back from; starved groups; split
+    /// mismatches). Windows run on monotonic time; which stages are in
+    /// effect, on wall time.
+    pub(crate) fn check_guards(&self) -> Vec<Report> {
         let Some(counters) = &self.counters else { return Vec::new() };
         let (now, wall) = (self.clock.monotonic_millis(), self.clock.now_millis());
         self.flags
             .iter()
             .filter_map(|flag| {
-                let guard = flag.guard.as_ref()?;
-                guard.due(now).then(|| guard.check(flag, &counters.outcomes, now, wall))?
+                Some(flag.guard.as_ref()?.check(flag, &counters.outcomes, now, wall))
             })
+            .flatten()
             .collect()
     }
 
@@ -537,12 +568,40 @@ impl Compiled {
     pub(crate) fn record(&self, flag: &Flag, ctx: &Context<'_>, outcome: Outcome) {
         let Some(counters) = &self.counters else { return };
         let counters = &counters.outcomes;
-        let group = match flag.decide(ctx, &*self.clock) {
-            Reason::Stage { index, .. } => 1 + index,
-            Reason::Enabled | Reason::Override { enabled: true } => 1,
-            _ => 0,
+        let reason = flag.decide(ctx, &*self.clock);
+        let block = match reason {
+            Reason::Stage { index, .. } => flag.series.outcomes.get(1 + index).copied(),
+            Reason::Enabled | Reason::Override { enabled: true } => {
+                flag.series.outcomes.get(1).copied()
+            }
+            Reason::HeldBack { .. } => Some(flag.series.held_back),
+            _ => flag.series.outcomes.first().copied(),
         };
-        let Some(&block) = flag.series.outcomes.get(group) else { return };
+        if let Some(guard) = &flag.guard {
+            let error = match outcome {
+                Outcome::Success => Some(false),
+                Outcome::Error => Some(true),
+                _ => None,
+            };
+            // The unit's evidence: exposed by the watched stage, or in its
+            // control group.
+            let side = match reason {
+                Reason::Stage { index, .. } if guard.watching() == Some(index) => {
+                    Some(Side::Exposed)
+                }
+                Reason::HeldBack { .. } => Some(Side::Control),
+                Reason::NotExposed if !guard.holds_back() => Some(Side::Control),
+                _ => None,
+            };
+            if let (Some(error), Some(side), Some(unit)) = (error, side, flag.unit_of(ctx)) {
+                guard.record(
+                    side,
+                    xxhash_rust::xxh3::xxh3_64_with_seed(unit.as_bytes(), flag.seed),
+                    error,
+                );
+            }
+        }
+        let Some(block) = block.filter(|&b| b != NO_FLAG) else { return };
         match outcome {
             Outcome::Success => counters.add(block + SUCCESSES, 1),
             Outcome::Error => counters.add(block + ERRORS, 1),
@@ -649,9 +708,21 @@ impl Flag {
             })
             .collect();
         let exclude = cohorts.resolve(&flag.exclude);
-        let shortcut = Shortcut::new(flag.enabled, exclude.is_empty(), stages.as_deref());
+        let holdback = flag
+            .guard
+            .as_ref()
+            .and_then(|g| g.holdback)
+            .map(|h| Holdback { seed: holdback_seed(salt), threshold: threshold(h) });
+        let shortcut = if holdback.is_some() {
+            // A held-back context is off whatever its rollout bucket.
+            Shortcut::Walk
+        } else {
+            Shortcut::new(flag.enabled, exclude.is_empty(), stages.as_deref())
+        };
         let series = numbering
-            .map(|numbering| FlagSeries::new(&key, stages.as_deref(), &variants, numbering))
+            .map(|numbering| {
+                FlagSeries::new(&key, stages.as_deref(), &variants, holdback.is_some(), numbering)
+            })
             .unwrap_or_default();
         Self {
             key,
@@ -668,6 +739,7 @@ impl Flag {
             series,
             guard: flag.guard.as_ref().map(|g| Arc::new(GuardState::new(g))),
             forced: None,
+            holdback,
         }
     }
 
@@ -695,6 +767,7 @@ impl Flag {
             Reason::Enabled | Reason::Override { enabled: true } => {
                 CELL_EXPOSED + variant.map_or(0, |v| v + 1)
             }
+            Reason::HeldBack { .. } => return self.series.held_back_cell,
             _ => CELL_NOT_EXPOSED,
         };
         self.series.evaluations.get(cell).copied().unwrap_or(NO_FLAG)
@@ -706,6 +779,7 @@ impl FlagSeries {
         flag: &Arc<str>,
         stages: Option<&[Stage]>,
         variants: &[Variant],
+        held_back: bool,
         numbering: &mut Numbering,
     ) -> Self {
         let groups: Vec<Group> = match stages {
@@ -728,9 +802,28 @@ impl FlagSeries {
             .chain(groups)
             .map(|group| numbering.id(SeriesKey::Outcomes { flag: flag.clone(), group }))
             .collect();
+        let (held_back_cell, held_back) = if held_back {
+            (
+                numbering.id(SeriesKey::Evaluations {
+                    flag: flag.clone(),
+                    group: Group::HeldBack,
+                    variant: None,
+                }),
+                numbering.id(SeriesKey::Outcomes { flag: flag.clone(), group: Group::HeldBack }),
+            )
+        } else {
+            (NO_FLAG, NO_FLAG)
+        };
         let cell = |i: usize| evaluations.get(i).copied().unwrap_or(NO_FLAG);
         let (not_exposed, first_exposed) = (cell(CELL_NOT_EXPOSED), cell(CELL_EXPOSED));
-        Self { evaluations: evaluations.into(), outcomes, not_exposed, first_exposed }
+        Self {
+            evaluations: evaluations.into(),
+            outcomes,
+            not_exposed,
+            first_exposed,
+            held_back_cell,
+            held_back,
+        }
     }
 }
 

@@ -107,10 +107,22 @@ pub struct Flag {
     pub guard: Option<Guard>,
 }
 
-/// A per-instance safety net for a staged flag: when the newest stage in
-/// effect has `max_error_ratio` times the error rate of the contexts no stage
-/// exposes, with at least `min_samples` outcomes in both groups over the last
-/// `window_secs`, the store takes `action` locally and reports it.
+/// A safety net for a staged flag: it compares the units exposed by the
+/// newest stage in effect with a control group, and steps the stage back
+/// on this instance when the exposed units are credibly worse.
+///
+/// - **Control.** With `holdback`, that share of the newest stage's new
+///   audience is held back (off, [`Reason::HeldBack`](crate::Reason::HeldBack)):
+///   the same population, minus the change. Without it, the contexts no
+///   stage exposes are the baseline: a weaker choice, since for a cohort
+///   stage they are other regions, plans or tenants.
+/// - **Evidence** is per unit (the flag's `bucket_by`): within a window each
+///   unit weighs once, its own error rate, so one tenant's retry storm
+///   cannot decide.
+/// - **The test** is sequential and always valid: the guard looks every
+///   fraction of a second, and a healthy stage trips with probability at
+///   most `1 - confidence` over a window however often it looks
+///   (`docs/guards.md` has the method and its measured error rates).
 ///
 /// Outcomes come from [`FlagStore::record`](crate::FlagStore::record).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -118,19 +130,52 @@ pub struct Flag {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Guard {
-    /// How many times the not-exposed group's error rate the newest stage
-    /// may reach before the guard trips; greater than 0.
-    pub max_error_ratio: f64,
-    /// The fewest outcomes (successes and errors) each group needs within
-    /// the window before the rates are compared at all.
-    #[serde(default = "Guard::default_min_samples")]
-    pub min_samples: u64,
-    /// The length of the sliding window, in seconds.
+    /// The percentage of the newest stage's new audience held back as the
+    /// control group, in `0..100` (exclusive) with at most 3 decimals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 100)))]
+    pub holdback: Option<f64>,
+    /// Trip when the exposed units' mean error rate is credibly above this
+    /// many times the control's; greater than 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_ratio: Option<f64>,
+    /// Trip when the exposed units' mean error rate is credibly above the
+    /// control's plus this (an absolute rate in `0..1`, such as 0.02).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_increase: Option<f64>,
+    /// Trip when the exposed group's latency at a quantile is credibly
+    /// above the control's times a ratio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyGuard>,
+    /// The confidence of a trip: a healthy stage trips with probability at
+    /// most `1 - confidence` over a window (default 0.95).
+    #[serde(default = "Guard::default_confidence")]
+    pub confidence: f64,
+    /// The fewest units each group needs within the window before the guard
+    /// decides (default 100; `min_samples` is read as this).
+    #[serde(default = "Guard::default_min_units", alias = "min_samples")]
+    pub min_units: u64,
+    /// The length of the window evidence is gathered over, in seconds
+    /// (default 60); each window starts a new test.
     #[serde(default = "Guard::default_window_secs")]
     pub window_secs: u64,
     /// What the store does when the guard trips.
     #[serde(default)]
     pub action: GuardAction,
+}
+
+/// A latency guard: the exposed group's latency at `quantile` against the
+/// control's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LatencyGuard {
+    /// The quantile compared, in `0..1` (exclusive), such as 0.99.
+    pub quantile: f64,
+    /// Trip when the exposed group's latency at the quantile is credibly
+    /// above this many times the control's; at least 1.
+    pub max_ratio: f64,
 }
 
 /// What a tripped [`Guard`] does on the instance that saw it trip.
@@ -145,10 +190,16 @@ pub enum GuardAction {
     RollbackStage,
     /// Turn the flag off, as the kill switch would.
     Disable,
+    /// Report the trip, and change nothing.
+    Pause,
 }
 
 impl Guard {
-    fn default_min_samples() -> u64 {
+    fn default_confidence() -> f64 {
+        0.95
+    }
+
+    fn default_min_units() -> u64 {
         100
     }
 
@@ -448,31 +499,84 @@ impl Flag {
 
 impl Guard {
     fn validate(&self, path: &str, staged: bool, problems: &mut Problems) {
+        let at = |field: &str| format!("{path}.{field}");
         if !staged {
             problems.push(Problem::new(
                 path,
-                "a guard compares a stage with the contexts no stage exposes; the flag has no stages",
+                "a guard compares a stage with a control group; the flag has no stages",
             ));
         }
-        if !(self.max_error_ratio.is_finite() && self.max_error_ratio > 0.0) {
+        if self.max_error_ratio.is_none()
+            && self.max_error_increase.is_none()
+            && self.latency.is_none()
+        {
             problems.push(Problem::new(
-                format!("{path}.max_error_ratio"),
-                format!("{} is not a number greater than 0", self.max_error_ratio),
+                path,
+                "a guard needs something to watch: max_error_ratio, max_error_increase or latency",
             ));
         }
-        if self.min_samples == 0 {
-            problems.push(Problem::new(format!("{path}.min_samples"), "must be at least 1"));
+        if let Some(ratio) = self.max_error_ratio
+            && !(ratio.is_finite() && ratio > 0.0)
+        {
+            problems.push(Problem::new(
+                at("max_error_ratio"),
+                format!("{ratio} is not a number greater than 0"),
+            ));
+        }
+        if let Some(increase) = self.max_error_increase
+            && !(increase > 0.0 && increase < 1.0)
+        {
+            problems.push(Problem::new(
+                at("max_error_increase"),
+                format!("{increase} is not a rate between 0 and 1"),
+            ));
+        }
+        if let Some(latency) = &self.latency {
+            if !(latency.quantile > 0.0 && latency.quantile < 1.0) {
+                problems.push(Problem::new(
+                    at("latency.quantile"),
+                    format!("{} is not a quantile between 0 and 1", latency.quantile),
+                ));
+            }
+            if !(latency.max_ratio.is_finite() && latency.max_ratio >= 1.0) {
+                problems.push(Problem::new(
+                    at("latency.max_ratio"),
+                    format!("{} is not a ratio of at least 1", latency.max_ratio),
+                ));
+            }
+        }
+        if let Some(holdback) = self.holdback {
+            if let Err(message) = check_percent(holdback) {
+                problems.push(Problem::new(at("holdback"), message));
+            } else if holdback <= 0.0 || holdback >= 100.0 {
+                problems.push(Problem::new(
+                    at("holdback"),
+                    format!(
+                        "{holdback} holds back no one or everyone: give a share between 0 and 100"
+                    ),
+                ));
+            }
+        }
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            problems.push(Problem::new(
+                at("confidence"),
+                format!("{} is not a confidence between 0 and 1", self.confidence),
+            ));
+        }
+        if self.min_units == 0 {
+            problems.push(Problem::new(at("min_units"), "must be at least 1"));
         }
         if self.window_secs == 0 {
-            problems.push(Problem::new(format!("{path}.window_secs"), "must be at least 1"));
+            problems.push(Problem::new(at("window_secs"), "must be at least 1"));
         }
     }
 }
 
-/// The labels metrics give to contexts that no stage exposes; a stage may
-/// not take one, or its series would mix with theirs.
-pub(crate) const RESERVED_STAGE_NAMES: [&str; 5] =
-    ["on", "off", "excluded", "unknown", "not-exposed"];
+/// The labels metrics give to contexts that no stage exposes (or that a
+/// guard holds back, or an override decides); a stage may not take one, or
+/// its series would mix with theirs.
+pub(crate) const RESERVED_STAGE_NAMES: [&str; 8] =
+    ["on", "off", "excluded", "unknown", "not-exposed", "held-back", "override", "retired"];
 
 /// Checks that the names of a list's items (`stages`, `variants`) are
 /// non-empty and unique, item by item, so problems keep document order.

@@ -62,6 +62,12 @@ pub enum Reason<'a> {
     },
     /// No stage in effect exposes the context: off.
     NotExposed,
+    /// The newest stage in effect would expose the context, but its
+    /// flag's guard holds it back as the control group: off.
+    HeldBack {
+        /// The stage the context is held back from.
+        stage: &'a str,
+    },
     /// A local override ([`FlagStore::set_override`](crate::FlagStore::set_override))
     /// beats the config.
     Override {
@@ -88,6 +94,7 @@ impl Reason<'_> {
             Reason::Enabled => "on",
             Reason::Stage { name, .. } => name,
             Reason::NotExposed => "not-exposed",
+            Reason::HeldBack { .. } => "held-back",
             Reason::Override { .. } => "override",
         }
     }
@@ -102,6 +109,9 @@ impl fmt::Display for Reason<'_> {
             Reason::Enabled => f.write_str("enabled for everyone"),
             Reason::Stage { index, name } => write!(f, "exposed by stage {name:?} (#{index})"),
             Reason::NotExposed => f.write_str("not exposed by any stage in effect"),
+            Reason::HeldBack { stage } => {
+                write!(f, "held back from stage {stage:?} as its guard's control group")
+            }
             Reason::Override { enabled: true } => f.write_str("overridden on locally"),
             Reason::Override { enabled: false } => f.write_str("overridden off locally"),
         }
@@ -172,10 +182,32 @@ impl Flag {
                 trace.stage(index, StageVerdict::NotStarted);
                 continue;
             }
+            if let Some(holdback) = &self.holdback
+                && let Some(unit) = unit
+                && self.newest_in_effect(stages, clock, &mut now) == Some(index)
+                && bucket_seeded(holdback.seed, unit) < holdback.threshold
+            {
+                trace.stage(index, StageVerdict::HeldBack);
+                return Reason::HeldBack { stage: stage.name };
+            }
             trace.stage(index, StageVerdict::Matched);
             return Reason::Stage { index, name: stage.name };
         }
         Reason::NotExposed
+    }
+
+    /// The newest stage in effect: the last one whose `start_at` has come
+    /// (the clock is read only when a stage has a schedule).
+    #[inline]
+    pub(crate) fn newest_in_effect(
+        &self,
+        stages: &[crate::compile::Stage],
+        clock: &dyn Clock,
+        now: &mut Option<i64>,
+    ) -> Option<usize> {
+        stages.iter().rposition(|s| {
+            s.start_at == NO_START || *now.get_or_insert_with(|| clock.now_millis()) >= s.start_at
+        })
     }
 
     #[inline]
@@ -292,6 +324,8 @@ pub enum StageVerdict {
     OutsidePercent,
     /// The stage's `start_at` has not come yet.
     NotStarted,
+    /// The stage would expose the context, but its guard holds it back.
+    HeldBack,
     /// Not checked: an earlier step decided (kill switch, exclusion, or an
     /// earlier stage matched).
     NotReached,

@@ -110,7 +110,7 @@ pub mod source;
 mod store;
 pub mod testing;
 
-pub use bucket::{BUCKETS, bucket, variant_index};
+pub use bucket::{BUCKETS, bucket, holdback_bucket, variant_index};
 pub use clock::{Clock, ManualClock, SystemClock, TimeError};
 pub use context::{Context, ContextBuf, INLINE_ATTRIBUTES};
 pub use error::{Error, MAX_PROBLEMS, Problem};

@@ -15,11 +15,12 @@ use arc_swap::ArcSwap;
 
 use crate::clock::{Clock, SystemClock};
 use crate::compile::{Compiled, Flag, HandleSlot, Slots};
-use crate::config::Config;
+use crate::config::{Config, GuardAction};
 use crate::context::Context;
 use crate::error::Error;
 use crate::eval::Evaluation;
 use crate::explain::Explanation;
+use crate::observe::guard::Report;
 use crate::observe::{
     ChangeCause, ConfigChange, GuardTrip, Listener, Metrics, Observe, Outcome, StoreEvent, emit,
 };
@@ -497,7 +498,9 @@ impl FlagStore {
     /// and outcomes per flag × stage ([`Metrics::to_prometheus`] renders
     /// them). Sums the per-thread shards; for exporters, not for requests.
     pub fn metrics(&self) -> Metrics {
-        self.writer().observe.read()
+        let mut metrics = self.writer().observe.read();
+        metrics.guards = self.shared.current.load().guard_evidence();
+        metrics
     }
 
     /// The counts added since the previous call of `metrics_delta` (since
@@ -612,9 +615,27 @@ impl Shared {
     #[cold]
     fn check_guards(&self) {
         let current = self.current.load_full();
-        for (stage, trip) in current.check_guards() {
-            self.trip(&current, stage, trip);
+        for report in current.check_guards() {
+            match report {
+                Report::Trip(_, mut trip) if trip.action == GuardAction::Pause => {
+                    trip.version = current.version;
+                    trip.now_serving = None;
+                    let key = (trip.flag.clone(), trip.stage.clone());
+                    *writer_trips(&mut self.writer()).entry(key).or_default() += 1;
+                    self.tell(&StoreEvent::GuardTripped(trip));
+                }
+                Report::Trip(stage, trip) => self.trip(&current, stage, trip),
+                Report::Starved(starved) => self.tell(&StoreEvent::GuardStarved(starved)),
+                Report::Mismatch(mismatch) => self.tell(&StoreEvent::GuardMismatch(mismatch)),
+            }
         }
+    }
+
+    /// Tells the listeners (and `tracing`) of an event.
+    #[cold]
+    fn tell(&self, event: &StoreEvent) {
+        let listeners: Vec<Listener> = self.listeners().iter().map(|(_, l)| l.clone()).collect();
+        emit(&listeners, event);
     }
 
     /// Steps a flag back on a guard's word, unless the config changed since
@@ -630,6 +651,8 @@ impl Shared {
         let Some(now_serving) = compiled.step_back(&trip.flag, stage, trip.action) else { return };
         let mut config = Retained::clone(&back.config);
         step_config(&mut config, &trip.flag, now_serving);
+        *writer_trips(&mut writer).entry((trip.flag.clone(), trip.stage.clone())).or_default() += 1;
+        let Some(back) = writer.history.back_mut() else { return };
         let before = std::mem::replace(&mut back.config, Arc::new(config));
         back.compiled = Arc::new(compiled);
         back.trips.insert(trip.flag.clone(), now_serving.map(str::to_owned));
@@ -680,6 +703,13 @@ fn guard_loop(store: &Weak<Shared>, signal: &Signal) {
         }
         stopped = signal.stopped.lock().unwrap_or_else(|p| p.into_inner());
     }
+}
+
+/// The store's count of guard trips, by flag and stage.
+fn writer_trips<'w>(
+    writer: &'w mut MutexGuard<'_, Writer>,
+) -> &'w mut BTreeMap<(String, String), u64> {
+    &mut writer.observe.trips
 }
 
 /// The config form of a local step back: `flag` now serves `stage`, or is

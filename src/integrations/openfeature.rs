@@ -97,6 +97,8 @@ impl Details {
                 _ => EvaluationReason::Static,
             }),
             Reason::NotExposed => Ok(EvaluationReason::Default),
+            // Held back by a guard: off, by a percentage of a holdback.
+            Reason::HeldBack { .. } => Ok(EvaluationReason::Split),
             Reason::Override { .. } => Ok(EvaluationReason::Other("override".to_owned())),
         };
         let version = i64::try_from(snapshot.version()).unwrap_or(i64::MAX);

@@ -31,6 +31,8 @@ pub(crate) enum Group {
     Off,
     Excluded,
     NotExposed,
+    /// Held back by a guard from the newest stage: its control group.
+    HeldBack,
     Unknown,
 }
 
@@ -41,6 +43,7 @@ impl Group {
             Group::Off => "off",
             Group::Excluded => "excluded",
             Group::NotExposed => "not-exposed",
+            Group::HeldBack => "held-back",
             Group::Unknown => "unknown",
         }
     }

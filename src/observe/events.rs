@@ -13,8 +13,13 @@ use crate::diff::Change;
 pub enum StoreEvent {
     /// The serving config changed: the audit log of a release.
     Changed(ConfigChange),
-    /// A guard rolled a stage back on this instance.
+    /// A guard rolled a stage back on this instance (or, with action
+    /// `pause`, would have).
     GuardTripped(GuardTrip),
+    /// A guard's group recorded nothing for a whole window.
+    GuardStarved(GuardStarved),
+    /// A guard's groups are not split as its holdback says.
+    GuardMismatch(GuardMismatch),
 }
 
 /// A change of the serving config, and what it changed.
@@ -57,14 +62,14 @@ impl fmt::Display for ChangeCause {
 ///
 /// This is a per-instance safety net: the store serves the guard's decision
 /// until a config with a newer version arrives. Forward the event to
-/// whatever rolls the stage back for the whole fleet (a new config version),
-/// or the next push may open the stage again.
+/// whatever rolls the stage back for the whole fleet (a new config version,
+/// `flagstone rollout`), or the next push may open the stage again.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct GuardTrip {
     /// The flag's key.
     pub flag: String,
-    /// The stage the guard rolled back.
+    /// The stage the guard tripped on.
     pub stage: String,
     /// What the guard did.
     pub action: GuardAction,
@@ -72,42 +77,169 @@ pub struct GuardTrip {
     pub version: u64,
     /// The flag's stage in effect now; `None` when the flag is now off.
     pub now_serving: Option<String>,
-    /// Errors in the stage over the window.
-    pub stage_errors: u64,
-    /// Outcomes (successes and errors) in the stage over the window.
-    pub stage_samples: u64,
-    /// `stage_errors / stage_samples`.
-    pub stage_error_rate: f64,
-    /// Errors among contexts no stage exposes, over the window.
-    pub baseline_errors: u64,
-    /// Outcomes among contexts no stage exposes, over the window.
-    pub baseline_samples: u64,
-    /// `baseline_errors / baseline_samples`.
-    pub baseline_error_rate: f64,
-    /// The guard's threshold.
-    pub max_error_ratio: f64,
+    /// What regressed.
+    pub cause: TripCause,
+    /// What the stage was compared with.
+    pub control: ControlGroup,
+    /// Units of the stage in the window (for latency: requests).
+    pub exposed_units: u64,
+    /// Units of the control in the window (for latency: requests).
+    pub control_units: u64,
+    /// The stage's mean unit error rate (for latency: its share of requests
+    /// slower than the control's quantile times the ratio).
+    pub exposed_value: f64,
+    /// The control's (for latency: its share slower than its quantile).
+    pub control_value: f64,
+    /// The lower end of the confidence sequence of the difference the rule
+    /// is about (above 0: the trip).
+    pub lower: f64,
+    /// The guard's confidence.
+    pub confidence: f64,
     /// The guard's window.
     pub window_secs: u64,
 }
 
+/// What made a guard trip.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum TripCause {
+    /// The units' error rates, by this rule.
+    Errors(super::evidence::ErrorRule),
+    /// Latency at a quantile, over a ratio of the control's.
+    Latency {
+        /// The quantile.
+        quantile: f64,
+        /// The ratio.
+        max_ratio: f64,
+    },
+}
+
+/// What a guard compares the newest stage with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlGroup {
+    /// Units of the stage's new audience held back by the guard's
+    /// `holdback`: the same population, minus the change.
+    HeldBack,
+    /// Contexts no stage exposes: a weaker baseline (other regions, plans,
+    /// tenants).
+    NotExposed,
+}
+
+impl fmt::Display for ControlGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ControlGroup::HeldBack => "held back",
+            ControlGroup::NotExposed => "not exposed",
+        })
+    }
+}
+
 impl fmt::Display for GuardTrip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let confidence = self.confidence * 100.0;
+        match self.cause {
+            TripCause::Errors(rule) => {
+                let rule = match rule {
+                    super::evidence::ErrorRule::Ratio(r) => format!("over {r}x"),
+                    super::evidence::ErrorRule::Increase(d) => {
+                        format!("over +{:.2} points", d * 100.0)
+                    }
+                };
+                write!(
+                    f,
+                    "guard tripped on flag {:?} stage {:?}: unit error rate {:.2}% ({} units) against {:.2}% ({} units) {}, {rule} with {confidence}% confidence; ",
+                    self.flag,
+                    self.stage,
+                    self.exposed_value * 100.0,
+                    self.exposed_units,
+                    self.control_value * 100.0,
+                    self.control_units,
+                    self.control,
+                )?;
+            }
+            TripCause::Latency { quantile, max_ratio } => write!(
+                f,
+                "guard tripped on flag {:?} stage {:?}: p{} latency over {max_ratio}x the {}'s ({:.2}% of {} requests slower, against {:.2}% of {}), with {confidence}% confidence; ",
+                self.flag,
+                self.stage,
+                quantile * 100.0,
+                self.control,
+                self.exposed_value * 100.0,
+                self.exposed_units,
+                self.control_value * 100.0,
+                self.control_units,
+            )?,
+        }
+        match (self.action, &self.now_serving) {
+            (GuardAction::Pause, _) => {
+                write!(f, "paused: nothing changed (version {})", self.version)
+            }
+            (_, Some(stage)) => {
+                write!(f, "stepped back to stage {stage:?} (version {})", self.version)
+            }
+            (_, None) => write!(f, "turned the flag off (version {})", self.version),
+        }
+    }
+}
+
+/// A guard's group saw no outcome for a whole window: the guard cannot
+/// decide (a route that answers 404 while the flag is off records nothing,
+/// say).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GuardStarved {
+    /// The flag's key.
+    pub flag: String,
+    /// The stage watched.
+    pub stage: String,
+    /// The group without outcomes: `exposed`, `held-back` or `not-exposed`.
+    pub group: String,
+    /// The guard's window.
+    pub window_secs: u64,
+}
+
+impl fmt::Display for GuardStarved {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "guard tripped on flag {:?} stage {:?}: error rate {:.2}% ({}/{}) against {:.2}% ({}/{}) not exposed, over {}x; ",
+            "guard of flag {:?} stage {:?} is starved: its {} group recorded no outcome for a whole window ({} s), so it cannot decide",
+            self.flag, self.stage, self.group, self.window_secs
+        )
+    }
+}
+
+/// A guard found the split of units between exposed and held back far
+/// from the holdback (p < 0.001): the groups are not comparable, and the
+/// guard decides nothing this window.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct GuardMismatch {
+    /// The flag's key.
+    pub flag: String,
+    /// The stage watched.
+    pub stage: String,
+    /// Exposed units seen.
+    pub exposed_units: u64,
+    /// Held-back units seen.
+    pub control_units: u64,
+    /// Their share.
+    pub control_share: f64,
+    /// The holdback's.
+    pub expected_share: f64,
+}
+
+impl fmt::Display for GuardMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "guard of flag {:?} stage {:?} decides nothing: {} exposed and {} held-back units is a {:.1}% holdback, not {:.1}% (sample ratio mismatch, p < 0.001); are held-back requests recording outcomes?",
             self.flag,
             self.stage,
-            self.stage_error_rate * 100.0,
-            self.stage_errors,
-            self.stage_samples,
-            self.baseline_error_rate * 100.0,
-            self.baseline_errors,
-            self.baseline_samples,
-            self.max_error_ratio,
-        )?;
-        match &self.now_serving {
-            Some(stage) => write!(f, "stepped back to stage {stage:?} (version {})", self.version),
-            None => write!(f, "turned the flag off (version {})", self.version),
-        }
+            self.exposed_units,
+            self.control_units,
+            self.control_share * 100.0,
+            self.expected_share * 100.0
+        )
     }
 }

@@ -60,6 +60,37 @@ pub(crate) fn latency_bucket(latency: Duration) -> usize {
 pub struct Metrics {
     pub(crate) evaluations: Vec<EvaluationCount>,
     pub(crate) outcomes: Vec<OutcomeCount>,
+    pub(crate) guards: Vec<GuardEvidence>,
+    pub(crate) guard_trips: Vec<GuardTripCount>,
+}
+
+/// What a flag's guard saw in its current window, at its last look: the
+/// evidence the fleet controller sums over instances.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct GuardEvidence {
+    /// The flag's key.
+    pub flag: String,
+    /// The stage the guard watches.
+    pub stage: &'static str,
+    /// What it compares the stage with.
+    pub control_group: super::ControlGroup,
+    /// The stage's units.
+    pub exposed: super::evidence::UnitRates,
+    /// The control's units.
+    pub control: super::evidence::UnitRates,
+}
+
+/// How many times guards tripped on a flag's stage, on this instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GuardTripCount {
+    /// The flag's key.
+    pub flag: String,
+    /// The stage tripped on.
+    pub stage: String,
+    /// How many trips.
+    pub count: u64,
 }
 
 /// Evaluations of one flag that fell in one stage (or group) with one variant.
@@ -145,6 +176,16 @@ impl Metrics {
             .sum()
     }
 
+    /// What each guard saw at its last look.
+    pub fn guards(&self) -> &[GuardEvidence] {
+        &self.guards
+    }
+
+    /// Guard trips on this instance, by flag and stage.
+    pub fn guard_trips(&self) -> &[GuardTripCount] {
+        &self.guard_trips
+    }
+
     /// The outcomes recorded for `flag` in `stage` (or `not-exposed`).
     pub fn outcomes_of(&self, flag: &str, stage: &str) -> Option<&OutcomeCount> {
         self.outcomes.iter().find(|o| o.flag == flag && o.stage == stage)
@@ -192,7 +233,12 @@ impl Metrics {
                 (!empty).then_some(delta)
             })
             .collect();
-        Metrics { evaluations, outcomes }
+        Metrics {
+            evaluations,
+            outcomes,
+            guards: self.guards.clone(),
+            guard_trips: self.guard_trips.clone(),
+        }
     }
 
     /// The Prometheus text exposition format (version 0.0.4):
@@ -255,6 +301,55 @@ impl Metrics {
                 o.latency.sum.as_secs_f64()
             );
             let _ = writeln!(out, "flagstone_latency_seconds_count{{{labels}}} {cumulative}");
+        }
+        if !self.guards.is_empty() {
+            out.push_str(
+                "# HELP flagstone_guard_units Units a guard saw in its current window, by group: exposed by the stage it watches, or its control (held-back or not-exposed).\n\
+                 # TYPE flagstone_guard_units gauge\n\
+                 # HELP flagstone_guard_unit_error_rate_sum The sum of those units' own error rates.\n\
+                 # TYPE flagstone_guard_unit_error_rate_sum gauge\n\
+                 # HELP flagstone_guard_unit_error_rate_sum_squares The sum of their squares.\n\
+                 # TYPE flagstone_guard_unit_error_rate_sum_squares gauge\n",
+            );
+            for g in &self.guards {
+                let control = match g.control_group {
+                    super::ControlGroup::HeldBack => "held-back",
+                    super::ControlGroup::NotExposed => "not-exposed",
+                };
+                for (group, rates) in [("exposed", &g.exposed), (control, &g.control)] {
+                    let labels = format!(
+                        "flag=\"{}\",stage=\"{}\",group=\"{group}\"",
+                        Escaped(&g.flag),
+                        Escaped(g.stage)
+                    );
+                    let _ = writeln!(out, "flagstone_guard_units{{{labels}}} {}", rates.units);
+                    let _ = writeln!(
+                        out,
+                        "flagstone_guard_unit_error_rate_sum{{{labels}}} {}",
+                        rates.sum
+                    );
+                    let _ = writeln!(
+                        out,
+                        "flagstone_guard_unit_error_rate_sum_squares{{{labels}}} {}",
+                        rates.sum_squares
+                    );
+                }
+            }
+        }
+        if !self.guard_trips.is_empty() {
+            out.push_str(
+                "# HELP flagstone_guard_trips_total Guard trips on this instance, by flag and stage.\n\
+                 # TYPE flagstone_guard_trips_total counter\n",
+            );
+            for t in &self.guard_trips {
+                let _ = writeln!(
+                    out,
+                    "flagstone_guard_trips_total{{flag=\"{}\",stage=\"{}\"}} {}",
+                    Escaped(&t.flag),
+                    Escaped(&t.stage),
+                    t.count
+                );
+            }
         }
         out
     }

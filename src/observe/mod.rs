@@ -24,6 +24,7 @@
 
 pub(crate) mod counters;
 mod events;
+pub mod evidence;
 pub(crate) mod guard;
 mod metrics;
 #[cfg(feature = "metrics")]
@@ -33,10 +34,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use events::{ChangeCause, ConfigChange, GuardTrip, StoreEvent};
+pub use events::{
+    ChangeCause, ConfigChange, ControlGroup, GuardMismatch, GuardStarved, GuardTrip, StoreEvent,
+    TripCause,
+};
 pub(crate) use metrics::latency_bucket;
 pub use metrics::{
-    EvaluationCount, LATENCY_BOUNDS, LATENCY_BUCKETS, Latency, Metrics, OutcomeCount,
+    EvaluationCount, GuardEvidence, GuardTripCount, LATENCY_BOUNDS, LATENCY_BUCKETS, Latency,
+    Metrics, OutcomeCount,
 };
 #[cfg(feature = "metrics")]
 pub use metrics_crate::export_to_metrics;
@@ -77,6 +82,8 @@ pub(crate) struct Observe {
     retired: Retired,
     /// The previous read of [`Observe::delta`].
     last: Metrics,
+    /// Guard trips so far, by flag and stage.
+    pub(crate) trips: BTreeMap<(String, String), u64>,
 }
 
 /// One numbering and the tables counted by it.
@@ -140,6 +147,7 @@ impl Observe {
             folded: foldhash::HashMap::default(),
             retired: Retired::default(),
             last: Metrics::default(),
+            trips: BTreeMap::new(),
         }
     }
 
@@ -269,7 +277,18 @@ impl Observe {
         }
         self.generations = kept;
 
-        let mut metrics = Metrics::default();
+        let mut metrics = Metrics {
+            guard_trips: self
+                .trips
+                .iter()
+                .map(|((flag, stage), &count)| GuardTripCount {
+                    flag: flag.clone(),
+                    stage: stage.clone(),
+                    count,
+                })
+                .collect(),
+            ..Metrics::default()
+        };
         for ((flag, stage, variant, enabled), count) in evaluations {
             if count > 0 {
                 let flag = flag.to_string();
@@ -401,12 +420,18 @@ fn trace_event(event: &StoreEvent) {
                 stage = %trip.stage,
                 feature_flag.key = %trip.flag,
                 feature_flag.version = trip.version,
-                stage_error_rate = trip.stage_error_rate,
-                stage_samples = trip.stage_samples,
-                baseline_error_rate = trip.baseline_error_rate,
-                baseline_samples = trip.baseline_samples,
+                exposed = trip.exposed_value,
+                exposed_units = trip.exposed_units,
+                control = trip.control_value,
+                control_units = trip.control_units,
                 "{trip}"
             );
+        }
+        StoreEvent::GuardStarved(starved) => {
+            tracing::warn!(target: "flagstone", group = %starved.group, feature_flag.key = %starved.flag, "{}", starved);
+        }
+        StoreEvent::GuardMismatch(mismatch) => {
+            tracing::warn!(target: "flagstone", control_share = mismatch.control_share, feature_flag.key = %mismatch.flag, "{}", mismatch);
         }
     }
 }

@@ -271,9 +271,10 @@ fn a_bad_canary_trips_its_guard_and_the_stage_steps_back() {
     assert_eq!(trip.action, GuardAction::RollbackStage);
     assert_eq!(trip.now_serving.as_deref(), Some("internal"));
     assert_eq!(trip.version, 1);
-    assert!(trip.stage_samples >= 500 && trip.baseline_samples >= 500, "{trip:?}");
-    assert!(trip.stage_error_rate > 2.0 * trip.baseline_error_rate, "{trip:?}");
-    assert!((trip.stage_error_rate - 0.2).abs() < 0.05, "{trip:?}");
+    assert!(trip.exposed_units >= 500 && trip.control_units >= 500, "{trip:?}");
+    assert!(trip.exposed_value > 2.0 * trip.control_value, "{trip:?}");
+    assert!((trip.exposed_value - 0.2).abs() < 0.05, "{trip:?}");
+    assert_eq!(trip.control, flagstone::observe::ControlGroup::NotExposed);
     assert!(trip.to_string().contains("stepped back to stage \"internal\""), "{trip}");
 
     // The store serves the decision: the canary is closed, internal is open.
@@ -447,7 +448,7 @@ fn a_guard_is_validated_with_paths() {
     for want in [
         "flags.f.guard: a guard compares a stage",
         "flags.f.guard.max_error_ratio: 0 is not a number greater than 0",
-        "flags.f.guard.min_samples: must be at least 1",
+        "flags.f.guard.min_units: must be at least 1",
         "flags.f.guard.window_secs: must be at least 1",
     ] {
         assert!(problems.iter().any(|p| p.starts_with(want)), "{want}: {problems:#?}");
