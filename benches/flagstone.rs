@@ -284,7 +284,31 @@ fn counting(c: &mut Criterion) {
                 store.record(black_box("a-rollout"), &users[i], Outcome::Latency(latency))
             })
         });
+        group.bench_function(BenchmarkId::new("a_record_outcome", label), |b| {
+            b.iter(|| {
+                i = (i + 1) % users.len();
+                let outcome = if i % 50 == 0 { Outcome::Error } else { Outcome::Success };
+                store.record(black_box("a-rollout"), &users[i], outcome)
+            })
+        });
     }
+
+    // `record` on a guarded flag: the same rollout, with a guard holding
+    // back 10% (the outcome goes to the unit's slot too).
+    let guarded = FlagStore::from_json(config(100).replace(
+        r#""stage": "quarter" }"#,
+        r#""stage": "quarter", "guard": { "holdback": 10, "max_error_ratio": 2.0 } }"#,
+    ))
+    .expect("valid")
+    .with_manual_guard_checks();
+    let mut i = 0;
+    group.bench_function(BenchmarkId::new("a_record_outcome", "guarded"), |b| {
+        b.iter(|| {
+            i = (i + 1) % users.len();
+            let outcome = if i % 50 == 0 { Outcome::Error } else { Outcome::Success };
+            guarded.record(black_box("a-rollout"), &users[i], outcome)
+        })
+    });
 
     // Per-thread time per check with 1 and with 2 threads on one flag: each
     // thread runs `iters` checks; the wall time of the slowest is reported.

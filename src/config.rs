@@ -315,6 +315,26 @@ impl Config {
         }
     }
 
+    /// Advice on a valid config: choices the format allows that are weaker
+    /// than they need be, each with its path (`flagstone validate` prints
+    /// them as notes). Never a reason to refuse a config.
+    pub fn notes(&self) -> Vec<Problem> {
+        let mut notes = Vec::new();
+        for (key, flag) in &self.flags {
+            if let Some(guard) = &flag.guard
+                && guard.holdback.is_none()
+            {
+                notes.push(Problem::new(
+                    format!("{}.guard", field("flags", key)),
+                    "no holdback: the guard compares the stage with the contexts no stage exposes, \
+                     a weaker baseline (for a cohort stage, other regions or plans); hold back a \
+                     share of the stage's audience as its control with \"holdback\": 10",
+                ));
+            }
+        }
+        notes
+    }
+
     /// Checks every rule of the format and reports every problem found.
     #[cold]
     pub fn validate(&self) -> Result<(), Error> {

@@ -8,6 +8,7 @@ reading of xxh3. Regenerate with:
     pip install xxhash && python3 tools/golden_vectors.py > tests/it/testdata/golden.json
 
 The spec (docs/bucketing.md):
+    holdback bucket = bucket(salt + ":holdback", unit)
     seed   = xxh3_64(salt)
     h      = xxh3_64_with_seed(unit, seed)
     bucket = (h * 100_000) >> 64
@@ -61,8 +62,15 @@ for i, unit in enumerate(units[:16]):
     variants.append({"salt": salt, "unit": unit, "weights": weights,
                      "index": variant(salt, unit, weights)})
 
+# A guard's holdback bucket: the bucket under the salt + ":holdback".
+holdbacks = []
+for i, unit in enumerate(units):
+    salt = salts[i % len(salts)]
+    holdbacks.append({"salt": salt, "unit": unit, "bucket": bucket(salt + ":holdback", unit)})
+
 print(json.dumps({
     "generator": "tools/golden_vectors.py with xxhash " + xxhash.VERSION,
     "buckets": vectors,
     "variants": variants,
+    "holdbacks": holdbacks,
 }, indent=1, ensure_ascii=False))

@@ -25,8 +25,9 @@
 
 use super::metrics::{LATENCY_BOUNDS, LATENCY_BUCKETS, Latency};
 
-/// One group's units over a window: how many, and the sum and sum of
-/// squares of their error rates (each unit's errors over its outcomes).
+/// One group's units over a window: how many, and the sums of their error
+/// rates (each unit's errors over its outcomes), of their squares and of
+/// their cubes.
 ///
 /// Sums, so the evidence of several instances adds up: a unit seen by two
 /// instances counts twice, once with each one's rate.
@@ -35,31 +36,67 @@ use super::metrics::{LATENCY_BOUNDS, LATENCY_BUCKETS, Latency};
 pub struct UnitRates {
     /// Units with at least one outcome.
     pub units: u64,
+    /// Their outcomes, in all.
+    pub outcomes: u64,
     /// The sum of their error rates.
     pub sum: f64,
     /// The sum of the squares of their error rates.
     pub sum_squares: f64,
+    /// The sum of the cubes of their error rates (for the skewness).
+    pub sum_cubes: f64,
 }
 
 impl UnitRates {
     /// Rates from their sums (as exported, or summed over instances).
-    pub fn new(units: u64, sum: f64, sum_squares: f64) -> Self {
-        Self { units, sum, sum_squares }
+    pub fn new(units: u64, outcomes: u64, sum: f64, sum_squares: f64, sum_cubes: f64) -> Self {
+        Self { units, outcomes, sum, sum_squares, sum_cubes }
     }
 
-    /// Adds one unit with this error rate (in `0..=1`).
-    pub fn add(&mut self, rate: f64) {
-        let rate = rate.clamp(0.0, 1.0);
+    /// Adds one unit with `errors` among its `outcomes` (none without an
+    /// outcome).
+    pub fn add(&mut self, outcomes: u64, errors: u64) {
+        if outcomes == 0 {
+            return;
+        }
+        let rate = (errors.min(outcomes) as f64) / outcomes as f64;
         self.units += 1;
+        self.outcomes += outcomes;
         self.sum += rate;
         self.sum_squares += rate * rate;
+        self.sum_cubes += rate * rate * rate;
+    }
+
+    /// Takes a unit added with these counts out again (its counts moved).
+    pub fn remove(&mut self, outcomes: u64, errors: u64) {
+        if outcomes == 0 {
+            return;
+        }
+        let rate = (errors.min(outcomes) as f64) / outcomes as f64;
+        self.units = self.units.saturating_sub(1);
+        self.outcomes = self.outcomes.saturating_sub(outcomes);
+        self.sum -= rate;
+        self.sum_squares -= rate * rate;
+        self.sum_cubes -= rate * rate * rate;
     }
 
     /// Adds another group's (another instance's) units.
     pub fn merge(&mut self, other: &UnitRates) {
         self.units += other.units;
+        self.outcomes += other.outcomes;
         self.sum += other.sum;
         self.sum_squares += other.sum_squares;
+        self.sum_cubes += other.sum_cubes;
+    }
+
+    /// The third central moment of the units' rates (their skewness times
+    /// the variance to the 3/2); 0 without units.
+    pub fn third_moment(&self) -> f64 {
+        if self.units == 0 {
+            return 0.0;
+        }
+        let n = self.units as f64;
+        let mean = self.sum / n;
+        self.sum_cubes / n - 3.0 * mean * self.sum_squares / n + 2.0 * mean * mean * mean
     }
 
     /// The mean error rate over units; 0 without units.
@@ -96,8 +133,10 @@ pub struct Comparison {
     pub exposed: f64,
     /// The control's.
     pub control: f64,
-    /// The estimated difference the rule is about: exposed minus ratio ×
-    /// control (or minus control plus the increase). Above 0 is worse.
+    /// The estimated difference the rule is about: for a ratio, the log of
+    /// exposed over control minus the log of the ratio; for an increase,
+    /// exposed minus control minus the increase (for latency, the shares'
+    /// difference). Above 0 is worse.
     pub difference: f64,
     /// The lower end of its confidence sequence at this look: the guard
     /// trips when it is above 0.
@@ -110,23 +149,26 @@ pub struct Comparison {
     pub enough: bool,
 }
 
-/// The half-width of the confidence sequence of a difference estimated
-/// with variance `variance`, at information tuned for `tuned` (the
-/// information at which it is tightest): Robbins' normal mixture,
-/// `sqrt((I + ρ) (ln(1 + I/ρ) + 2 ln(1/α))) / I` with `I = 1/variance`.
+/// How far below a difference estimated with variance `variance` its true
+/// value may be, at every look, with probability at most `1 - confidence`:
+/// the one-sided normal-mixture boundary of Howard, Ramdas, McAuliffe and
+/// Sekhon (2021, eq. 14) over the difference's information `I = 1/variance`,
+/// `sqrt(2 (I + ρ) ln(sqrt((I + ρ)/ρ) / (2α) + 1)) / I`, with `ρ` chosen so
+/// the boundary is narrowest at information `tuned`.
 pub fn mixture_width(variance: f64, tuned: f64, confidence: f64) -> f64 {
     let alpha = (1.0 - confidence).clamp(1e-12, 0.5);
-    let two_l = 2.0 * (1.0 / alpha).ln();
     let information = 1.0 / variance.max(1e-18);
-    // The ρ that makes the boundary narrowest at information `tuned`:
-    // minimizing (1 + 1/x)(ln(1 + x) + 2L) over x = I/ρ gives
-    // x = 2L + ln(1 + x), solved by iteration (x ≈ 8.2 at α = 0.05).
+    // For the two-sided mixture the best ρ at I is I/x with
+    // x = 2L + ln(1 + x), L = ln(1/α) (x ≈ 8 at α = 0.05); the one-sided
+    // boundary is flat enough near it that the same choice serves.
+    let two_l = 2.0 * (1.0 / alpha).ln();
     let mut x = two_l;
     for _ in 0..8 {
         x = two_l + (1.0 + x).ln();
     }
     let rho = tuned.max(1e-18) / x;
-    let width = ((information + rho) * ((1.0 + information / rho).ln() + two_l)).sqrt();
+    let v = information + rho;
+    let width = (2.0 * v * ((v / rho).sqrt() / (2.0 * alpha) + 1.0).ln()).sqrt();
     width / information
 }
 
@@ -141,8 +183,9 @@ pub fn mixture_width(variance: f64, tuned: f64, confidence: f64) -> f64 {
 ///
 /// let (mut exposed, mut control) = (UnitRates::default(), UnitRates::default());
 /// for i in 0..300 {
-///     exposed.add(if i % 10 < 3 { 0.5 } else { 0.0 }); // 15% on average
-///     control.add(if i % 20 == 0 { 0.5 } else { 0.0 }); // 2.5%
+///     // Ten outcomes a unit: 15% errors exposed, 2.5% in the control.
+///     exposed.add(10, if i % 10 < 3 { 5 } else { 0 });
+///     control.add(10, if i % 20 == 0 { 5 } else { 0 });
 /// }
 /// let c = compare_error_rates(&exposed, &control, ErrorRule::Ratio(2.0), 0.95, 100);
 /// assert!(c.regressed && c.lower > 0.0);
@@ -156,18 +199,28 @@ pub fn compare_error_rates(
     confidence: f64,
     min_units: u64,
 ) -> Comparison {
+    let enough = exposed.units >= min_units && control.units >= min_units;
+    let (n_e, n_c) = (exposed.units.max(1) as f64, control.units.max(1) as f64);
+    let m = min_units.max(1) as f64;
+    // The difference the rule is about: exposed - k × control - d.
     let (k, d) = match rule {
         ErrorRule::Ratio(ratio) => (ratio, 0.0),
         ErrorRule::Increase(increase) => (1.0, increase),
     };
     let difference = exposed.mean() - k * control.mean() - d;
-    let (n_e, n_c) = (exposed.units.max(1) as f64, control.units.max(1) as f64);
     let variance = exposed.variance() / n_e + k * k * control.variance() / n_c;
-    let m = min_units.max(1) as f64;
     // Tuned for the look at which the guard first may decide.
-    let tuned = 1.0 / (exposed.variance() / m + k * k * control.variance() / m).max(1e-18);
+    let tuned = 1.0 / ((exposed.variance() + k * k * control.variance()) / m).max(1e-18);
+    let third =
+        exposed.third_moment() / (n_e * n_e) - k.powi(3) * control.third_moment() / (n_c * n_c);
     let width = mixture_width(variance, tuned, confidence);
-    let enough = exposed.units >= min_units && control.units >= min_units;
+    // Unit error rates are skewed to the right (most units have none, a
+    // few have many): unless the two groups' skews cancel, the difference's
+    // upper tail is heavier than a normal's. A Cornish-Fisher correction
+    // widens the bound by the difference's skewness, never narrows it.
+    let sd = variance.max(1e-36).sqrt();
+    let (z, skew) = (width / sd, (third / sd.powi(3)).max(0.0));
+    let width = width + sd * skew * (z * z - 1.0).max(0.0) / 6.0;
     Comparison {
         exposed: exposed.mean(),
         control: control.mean(),
@@ -211,6 +264,17 @@ pub fn latency_quantile(histogram: &Latency, quantile: f64) -> Option<f64> {
 /// The share of a histogram's samples above `seconds`, interpolated as
 /// [`latency_quantile`] does.
 pub fn share_above(histogram: &Latency, seconds: f64) -> f64 {
+    share_above_by(histogram, seconds, true)
+}
+
+/// The share of a histogram's samples surely above `seconds`: only the
+/// buckets wholly above it. A lower bound, so that no guess about how
+/// latencies spread within a bucket can make a stage look slower.
+pub fn share_surely_above(histogram: &Latency, seconds: f64) -> f64 {
+    share_above_by(histogram, seconds, false)
+}
+
+fn share_above_by(histogram: &Latency, seconds: f64, interpolate: bool) -> f64 {
     let total = histogram.count();
     if total == 0 {
         return 0.0;
@@ -224,7 +288,7 @@ pub fn share_above(histogram: &Latency, seconds: f64) -> f64 {
         let hi = LATENCY_BOUNDS.get(i).map_or(2.0 * lo, |b| b.as_secs_f64());
         if seconds <= lo {
             above += n;
-        } else if seconds < hi {
+        } else if seconds < hi && interpolate {
             above += if i == 0 {
                 n * (hi - seconds) / hi
             } else {
@@ -257,7 +321,10 @@ pub fn compare_latency(
     let needed = min_samples.max((10.0 / (1.0 - quantile).max(1e-6)).ceil() as u64);
     let (n_e, n_c) = (exposed.count(), control.count());
     let threshold = latency_quantile(control, quantile).unwrap_or(f64::INFINITY);
-    let p_e = share_above(exposed, max_ratio * threshold);
+    // The exposed share counts only buckets wholly above the threshold:
+    // with log2 buckets, a ratio that falls within a bucket is rounded up
+    // to the bucket's end (a 1.5x rule may act as 2x), never down.
+    let p_e = share_surely_above(exposed, max_ratio * threshold);
     let p_c = share_above(control, threshold);
     let difference = p_e - p_c;
     let (ne, nc) = (n_e.max(1) as f64, n_c.max(1) as f64);
@@ -365,11 +432,12 @@ mod tests {
     #[test]
     fn unit_rates_add_and_merge() {
         let mut a = UnitRates::default();
-        a.add(0.0);
-        a.add(1.0);
-        let mut b = UnitRates::new(1, 0.5, 0.25);
+        a.add(4, 0);
+        a.add(2, 2);
+        a.add(0, 0);
+        let mut b = UnitRates::new(1, 2, 0.5, 0.25, 0.125);
         b.merge(&a);
-        assert_eq!(b.units, 3);
+        assert_eq!((b.units, b.outcomes), (3, 8));
         assert!((b.mean() - 0.5).abs() < 1e-12);
         assert!((b.variance() - 0.25).abs() < 1e-12);
     }

@@ -153,8 +153,8 @@ impl UnitTable {
         let mut rates = UnitRates::default();
         for slot in self.0.iter() {
             let (tag, e, outcomes, errors) = decode(slot.load(Ordering::Relaxed));
-            if tag != 0 && e == epoch && outcomes > 0 {
-                rates.add(f64::from(errors) / f64::from(outcomes));
+            if tag != 0 && e == epoch {
+                rates.add(u64::from(outcomes), u64::from(errors));
             }
         }
         rates

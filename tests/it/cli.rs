@@ -511,3 +511,19 @@ fn publish_to_a_directory_feeds_a_signed_file_source() {
     assert!(stderr(&stale).contains("not newer than version 6"), "{}", stderr(&stale));
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn validate_notes_a_guard_without_a_holdback() {
+    let dir = scratch("notes");
+    let file = dir.join("flags.json");
+    std::fs::write(
+        &file,
+        r#"{ "version": 1, "flags": { "f": { "enabled": true, "stages": [ { "name": "canary", "percent": 5 } ],
+            "stage": "canary", "guard": { "max_error_ratio": 2 } } } }"#,
+    )
+    .expect("write");
+    let out = run(&["validate", file.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("note: flags.f.guard: no holdback"), "{}", stdout(&out));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -10,6 +10,7 @@ use serde::Deserialize;
 struct Golden {
     buckets: Vec<BucketVector>,
     variants: Vec<VariantVector>,
+    holdbacks: Vec<BucketVector>,
 }
 
 #[derive(Deserialize)]
@@ -99,5 +100,55 @@ fn evaluation_variants_match_the_independent_implementation() {
         let store = FlagStore::from_json(json).expect("valid");
         let expected = format!("v{}", v.index);
         assert_eq!(store.variant("f", &Context::new().user(&v.unit)), Some(expected.as_str()));
+    }
+}
+
+#[test]
+fn holdback_buckets_match_the_independent_implementation() {
+    let golden = golden();
+    assert!(golden.holdbacks.len() >= 20);
+    for v in &golden.holdbacks {
+        assert_eq!(
+            flagstone::holdback_bucket(&v.salt, &v.unit),
+            v.bucket,
+            "{:?} / {:?}",
+            v.salt,
+            v.unit
+        );
+    }
+}
+
+#[test]
+fn evaluation_holds_back_exactly_below_the_golden_holdback_bucket() {
+    // A flag on for everyone but its guard's holdback: a unit is held back
+    // when its holdback bucket is below the holdback's threshold.
+    for v in golden()
+        .holdbacks
+        .iter()
+        .filter(|v| !v.salt.is_empty() && v.bucket > 0 && v.bucket < 99_999)
+    {
+        let config = |buckets: u32| {
+            format!(
+                r#"{{"version":1,"flags":{{"f":{{"enabled":true,"salt":{},"stages":[{{"name":"all"}}],"stage":"all",
+                    "guard":{{"holdback":{},"max_error_ratio":2}}}}}}}}"#,
+                serde_json::to_string(&v.salt).expect("json"),
+                f64::from(buckets) / 1000.0
+            )
+        };
+        let ctx = Context::new().user(&v.unit);
+        let at = FlagStore::from_json(config(v.bucket)).expect("valid");
+        assert_eq!(
+            at.evaluate("f", &ctx).reason,
+            Reason::Stage { index: 0, name: "all" },
+            "{:?}",
+            v.unit
+        );
+        let above = FlagStore::from_json(config(v.bucket + 1)).expect("valid");
+        assert_eq!(
+            above.evaluate("f", &ctx).reason,
+            Reason::HeldBack { stage: "all" },
+            "{:?}",
+            v.unit
+        );
     }
 }

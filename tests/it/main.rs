@@ -12,6 +12,7 @@ mod delivery_http;
 #[cfg(all(feature = "etcd", feature = "cli"))]
 mod etcd;
 mod golden;
+mod guards;
 mod observe;
 #[cfg(feature = "openfeature")]
 mod openfeature;

@@ -41,11 +41,20 @@ pub(crate) fn run(files: &[PathBuf], as_json: bool, style: Style) -> anyhow::Res
                         config.cohorts.len(),
                         if staged.is_empty() { "none".to_owned() } else { staged.join(", ") }
                     );
+                    for note in config.notes() {
+                        outln!("  {} {note}", style.warn("note:"));
+                    }
                 }
                 let stages: BTreeMap<&str, &str> =
                     current.iter().map(|(k, s, ..)| (*k, *s)).collect();
+                let notes: Vec<_> = config
+                    .notes()
+                    .iter()
+                    .map(|p| json!({ "path": p.path(), "message": p.message() }))
+                    .collect();
                 json!({ "file": file.to_string_lossy(), "valid": true, "version": config.version,
-                        "flags": config.flags.len(), "cohorts": config.cohorts.len(), "stages": stages })
+                        "flags": config.flags.len(), "cohorts": config.cohorts.len(), "stages": stages,
+                        "notes": notes })
             }
             Ok(Err(e)) => {
                 failed = true;
