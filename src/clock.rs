@@ -157,7 +157,8 @@ pub(crate) fn parse_rfc3339_millis(time: &str) -> Result<i64, String> {
     parse_rfc3339(time).map_err(|why| format!("{time:?} is not an RFC 3339 time ({why})"))
 }
 
-fn parse_rfc3339(time: &str) -> Result<i64, &'static str> {
+/// [`parse_rfc3339_millis`] without the message (it allocates none).
+pub(crate) fn parse_rfc3339(time: &str) -> Result<i64, &'static str> {
     let b = time.as_bytes();
     let digits = |at: usize, n: usize| -> Result<i64, &'static str> {
         let part = b.get(at..at + n).ok_or("too short")?;

@@ -81,6 +81,19 @@ pub(crate) struct Flag {
     /// The guard's control group: who of the newest stage's new audience
     /// is held back.
     pub(crate) holdback: Option<Holdback>,
+    /// Flags that must be on first.
+    pub(crate) requires: Box<[Prerequisite]>,
+    /// The value when on, for a flag without variants.
+    pub(crate) value: Option<&'static serde_json::Value>,
+}
+
+/// A prerequisite, resolved: the required flag's index in the snapshot,
+/// and the variant (its index) it must hand out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Prerequisite {
+    pub(crate) index: u32,
+    pub(crate) variant: Option<u32>,
+    pub(crate) key: &'static str,
 }
 
 /// A guard's holdback, compiled: the holdback bucket's seed and threshold.
@@ -115,6 +128,8 @@ pub(crate) struct FlagSeries {
     /// back (`NO_FLAG` without a holdback).
     held_back_cell: u32,
     pub(crate) held_back: u32,
+    /// The evaluation cell of contexts a prerequisite keeps off.
+    prerequisite_cell: u32,
 }
 
 const CELL_OFF: usize = 0;
@@ -151,6 +166,7 @@ pub(crate) struct Variant {
     pub(crate) name: &'static str,
     /// The sum of the weights of this variant and every one before it.
     pub(crate) cumulative: u64,
+    pub(crate) value: Option<&'static serde_json::Value>,
 }
 
 /// What a flag's percentages count.
@@ -185,6 +201,7 @@ pub(crate) struct Cohort {
     pub(crate) users: Option<NameSet>,
     pub(crate) regions: Option<NameSet>,
     pub(crate) attributes: Box<[(Box<str>, NameSet)]>,
+    pub(crate) rules: Box<[crate::rules::CompiledRule]>,
 }
 
 /// A set of names: a short list is scanned (faster than hashing a handful of
@@ -405,6 +422,25 @@ impl Compiled {
             compiled.force(value);
             flags.push(compiled);
         }
+        // Prerequisites, by index: every flag is compiled by now.
+        for flag in &mut flags {
+            let Some(source) = config.flags.get(&*flag.key) else { continue };
+            flag.requires = source
+                .requires
+                .iter()
+                .filter_map(|r| {
+                    let index = *by_name.get(r.flag.as_str())?;
+                    let required = config.flags.get(&r.flag)?;
+                    let variant = match &r.variant {
+                        Some(name) => {
+                            Some(required.variants.iter().position(|v| &v.name == name)? as u32)
+                        }
+                        None => None,
+                    };
+                    Some(Prerequisite { index, variant, key: intern(&r.flag) })
+                })
+                .collect();
+        }
         let mut by_slot = vec![NO_FLAG; slots.len()].into_boxed_slice();
         for (index, slot) in slot_of.into_iter().enumerate() {
             if let Some(entry) = by_slot.get_mut(slot as usize) {
@@ -521,11 +557,11 @@ impl Compiled {
     #[inline]
     pub(crate) fn is_enabled(&self, found: Result<&Flag, u32>, ctx: &Context<'_>) -> bool {
         let Some(counters) = &self.counters else {
-            return found.is_ok_and(|f| f.is_enabled(ctx, &*self.clock));
+            return found.is_ok_and(|f| f.is_enabled(&self.flags, ctx, &*self.clock));
         };
         match found {
             Ok(flag) => {
-                let (on, cell) = flag.is_enabled_counted(ctx, &*self.clock);
+                let (on, cell) = flag.is_enabled_counted(&self.flags, ctx, &*self.clock);
                 counters.evaluations.add(cell, 1);
                 on
             }
@@ -546,13 +582,15 @@ impl Compiled {
     ) -> Evaluation<'static> {
         match found {
             Ok(flag) => {
-                let reason = flag.decide(ctx, &*self.clock);
+                let reason = flag.decide(&self.flags, ctx, &*self.clock);
                 let variant = if reason.exposes() { flag.variant_at(ctx) } else { None };
                 if let Some(counters) = &self.counters {
                     counters.evaluations.add(flag.evaluation_cell(reason, variant), 1);
                 }
-                let name = if reason.exposes() { flag.variant_name(variant) } else { None };
-                Evaluation { enabled: reason.exposes(), variant: name, reason }
+                let exposes = reason.exposes();
+                let name = if exposes { flag.variant_name(variant) } else { None };
+                let value = if exposes { flag.value_at(variant) } else { None };
+                Evaluation { enabled: exposes, variant: name, reason, value }
             }
             Err(unknown) => {
                 if let Some(counters) = &self.counters {
@@ -568,7 +606,7 @@ impl Compiled {
     pub(crate) fn record(&self, flag: &Flag, ctx: &Context<'_>, outcome: Outcome) {
         let Some(counters) = &self.counters else { return };
         let counters = &counters.outcomes;
-        let reason = flag.decide(ctx, &*self.clock);
+        let reason = flag.decide(&self.flags, ctx, &*self.clock);
         let block = match reason {
             Reason::Stage { index, .. } => flag.series.outcomes.get(1 + index).copied(),
             Reason::Enabled | Reason::Override { enabled: true } => {
@@ -704,7 +742,11 @@ impl Flag {
             .iter()
             .map(|v| {
                 total_weight += u64::from(v.weight);
-                Variant { name: intern(&v.name), cumulative: total_weight }
+                Variant {
+                    name: intern(&v.name),
+                    cumulative: total_weight,
+                    value: v.value.as_ref().map(intern_value),
+                }
             })
             .collect();
         let exclude = cohorts.resolve(&flag.exclude);
@@ -713,15 +755,24 @@ impl Flag {
             .as_ref()
             .and_then(|g| g.holdback)
             .map(|h| Holdback { seed: holdback_seed(salt), threshold: threshold(h) });
-        let shortcut = if holdback.is_some() {
-            // A held-back context is off whatever its rollout bucket.
+        let shortcut = if holdback.is_some() || !flag.requires.is_empty() {
+            // A held-back context is off whatever its rollout bucket; a
+            // prerequisite is checked first.
             Shortcut::Walk
         } else {
             Shortcut::new(flag.enabled, exclude.is_empty(), stages.as_deref())
         };
         let series = numbering
             .map(|numbering| {
-                FlagSeries::new(&key, stages.as_deref(), &variants, holdback.is_some(), numbering)
+                let prerequisites = !flag.requires.is_empty();
+                FlagSeries::new(
+                    &key,
+                    stages.as_deref(),
+                    &variants,
+                    holdback.is_some(),
+                    prerequisites,
+                    numbering,
+                )
             })
             .unwrap_or_default();
         Self {
@@ -740,6 +791,9 @@ impl Flag {
             guard: flag.guard.as_ref().map(|g| Arc::new(GuardState::new(g))),
             forced: None,
             holdback,
+            // Resolved once every flag is compiled.
+            requires: Box::default(),
+            value: flag.value.as_ref().map(intern_value),
         }
     }
 
@@ -768,6 +822,7 @@ impl Flag {
                 CELL_EXPOSED + variant.map_or(0, |v| v + 1)
             }
             Reason::HeldBack { .. } => return self.series.held_back_cell,
+            Reason::Prerequisite { .. } => return self.series.prerequisite_cell,
             _ => CELL_NOT_EXPOSED,
         };
         self.series.evaluations.get(cell).copied().unwrap_or(NO_FLAG)
@@ -780,6 +835,7 @@ impl FlagSeries {
         stages: Option<&[Stage]>,
         variants: &[Variant],
         held_back: bool,
+        prerequisites: bool,
         numbering: &mut Numbering,
     ) -> Self {
         let groups: Vec<Group> = match stages {
@@ -814,6 +870,15 @@ impl FlagSeries {
         } else {
             (NO_FLAG, NO_FLAG)
         };
+        let prerequisite_cell = if prerequisites {
+            numbering.id(SeriesKey::Evaluations {
+                flag: flag.clone(),
+                group: Group::Prerequisite,
+                variant: None,
+            })
+        } else {
+            NO_FLAG
+        };
         let cell = |i: usize| evaluations.get(i).copied().unwrap_or(NO_FLAG);
         let (not_exposed, first_exposed) = (cell(CELL_NOT_EXPOSED), cell(CELL_EXPOSED));
         Self {
@@ -823,6 +888,7 @@ impl FlagSeries {
             first_exposed,
             held_back_cell,
             held_back,
+            prerequisite_cell,
         }
     }
 }
@@ -874,8 +940,31 @@ impl Cohort {
                 .flatten()
                 .map(|(k, values)| (k.as_str().into(), NameSet::new(values)))
                 .collect(),
+            // A rule that does not compile was refused by validation.
+            rules: cohort
+                .rules
+                .iter()
+                .flatten()
+                .filter_map(|r| crate::rules::CompiledRule::new(r).ok())
+                .collect(),
         }
     }
+}
+
+/// Interns a value for the life of the process, as [`intern`] does names:
+/// evaluations hand out `&Value` without a reference count, and a value
+/// that stays the same across versions is kept once.
+fn intern_value(value: &serde_json::Value) -> &'static serde_json::Value {
+    static VALUES: OnceLock<Mutex<HashMap<String, &'static serde_json::Value>>> = OnceLock::new();
+    let values = VALUES.get_or_init(Mutex::default);
+    let mut values = values.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let key = value.to_string();
+    if let Some(&interned) = values.get(&key) {
+        return interned;
+    }
+    let interned: &'static serde_json::Value = Box::leak(Box::new(value.clone()));
+    values.insert(key, interned);
+    interned
 }
 
 /// Interns a name for the life of the process.

@@ -71,7 +71,122 @@ pub struct Cohort {
         deserialize_with = "unique_keys_opt"
     )]
     pub attributes: Option<BTreeMap<String, Vec<String>>>,
+    /// Rules on the context's values, all of which must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<Rule>>,
 }
+
+/// A rule on one of the context's values: `{ "attribute": "seats", "op":
+/// "gte", "value": 50 }`.
+///
+/// A context without the attribute never matches, and `negate` inverts
+/// after that (so a negated rule matches a context without the
+/// attribute); a value that does not parse for a numeric, semver, time or
+/// IP operator does not match either. These are Unleash's semantics, so
+/// its constraints import one to one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Rule {
+    /// `tenant`, `user`, `region`, or an attribute's name.
+    pub attribute: String,
+    /// How the value is compared.
+    pub op: Operator,
+    /// The one value compared with (a string, or a number for `eq`, `lt`,
+    /// `lte`, `gt` and `gte`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+    /// The values compared with: any of them matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<serde_json::Value>>,
+    /// Invert the rule's result (after a missing attribute made it false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub negate: bool,
+    /// Compare strings without regard to case (string operators only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub case_insensitive: bool,
+}
+
+/// The operators of [`Rule`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Operator {
+    /// The value is one of `values`.
+    In,
+    /// The value starts with any of `value`/`values`.
+    StartsWith,
+    /// The value ends with any of them.
+    EndsWith,
+    /// The value contains any of them.
+    Contains,
+    /// The value matches the regular expression `value` (Rust's `regex`
+    /// syntax, compiled once, at most 1 MiB compiled).
+    Matches,
+    /// The value, read as a number, equals `value`.
+    Eq,
+    /// ... is less than `value`.
+    Lt,
+    /// ... is at most `value`.
+    Lte,
+    /// ... is greater than `value`.
+    Gt,
+    /// ... is at least `value`.
+    Gte,
+    /// The value, read as a semantic version, equals `value` by SemVer
+    /// precedence (build metadata is ignored: `1.2.3+b7` equals `1.2.3`).
+    SemverEq,
+    /// ... precedes `value`.
+    SemverLt,
+    /// ... precedes or equals `value`.
+    SemverLte,
+    /// ... follows `value`.
+    SemverGt,
+    /// ... follows or equals `value`.
+    SemverGte,
+    /// The value, read as an RFC 3339 time, is before `value`.
+    Before,
+    /// ... is after `value`.
+    After,
+    /// The value, read as an IP address, is in one of the networks
+    /// `values` (`10.0.0.0/8`, `2001:db8::/32`; an address alone is its
+    /// own network).
+    InCidr,
+}
+
+impl Operator {
+    /// Whether the operator compares strings (and so takes
+    /// `case_insensitive`).
+    pub fn is_string(self) -> bool {
+        matches!(
+            self,
+            Operator::In
+                | Operator::StartsWith
+                | Operator::EndsWith
+                | Operator::Contains
+                | Operator::Matches
+        )
+    }
+}
+
+/// A flag another flag requires: on for the same context (in `variant`,
+/// when one is named).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Requirement {
+    /// The key of the flag required.
+    pub flag: String,
+    /// The variant it must hand the context, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+/// How deep prerequisites may chain (a flag requiring a flag requiring ...).
+pub const MAX_PREREQUISITE_DEPTH: usize = 8;
 
 /// One flag: a kill switch, and optionally a staged rollout with variants.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,6 +216,14 @@ pub struct Flag {
     /// Variants handed to exposed contexts, by weight; order matters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<Variant>,
+    /// The flag's value when it is on, for a flag without variants (remote
+    /// config): any JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+    /// Flags that must be on (in a given variant, if named) for the same
+    /// context before this one is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<Requirement>,
     /// Rolls the newest stage back on this instance when its error rate
     /// runs away from the not-exposed group's (see [`Guard`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,8 +360,8 @@ impl Stage {
     }
 }
 
-/// A variant and its integer weight.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A variant, its integer weight, and its value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -247,6 +370,9 @@ pub struct Variant {
     pub name: String,
     /// Its weight; the share is `weight / sum of weights`.
     pub weight: u32,
+    /// The value a context with this variant gets: any JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
 }
 
 /// The JSON Schema of the config document (draft 2020-12), derived from
@@ -347,7 +473,102 @@ impl Config {
             let _ = check_name(&path, "a flag key", key, &mut problems);
             flag.validate(&path, &self.cohorts, &mut problems);
         }
+        self.validate_requirements(&mut problems);
         if problems.is_empty() { Ok(()) } else { Err(problems.into_error()) }
+    }
+
+    /// Prerequisites: each names a flag (and a variant of it) that exists,
+    /// no chain comes back to where it started, and none is deeper than
+    /// [`MAX_PREREQUISITE_DEPTH`].
+    fn validate_requirements(&self, problems: &mut Problems) {
+        for (key, flag) in &self.flags {
+            for (i, req) in flag.requires.iter().enumerate() {
+                let at = format!("{}.requires[{i}]", field("flags", key));
+                match self.flags.get(&req.flag) {
+                    None => problems.push(Problem::new(
+                        format!("{at}.flag"),
+                        format!("{} names no flag of this config", crate::error::quoted(&req.flag)),
+                    )),
+                    Some(_) if req.flag == *key => problems
+                        .push(Problem::new(format!("{at}.flag"), "a flag cannot require itself")),
+                    Some(required) => {
+                        if let Some(variant) = &req.variant
+                            && !required.variants.iter().any(|v| &v.name == variant)
+                        {
+                            problems.push(Problem::new(
+                                format!("{at}.variant"),
+                                format!(
+                                    "{} is not a variant of flag {}",
+                                    crate::error::quoted(variant),
+                                    crate::error::quoted(&req.flag)
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        // Cycles, each reported once with its whole path, and depth.
+        let mut reported: Vec<Vec<&str>> = Vec::new();
+        let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+        for key in self.flags.keys() {
+            let mut path: Vec<(&str, usize)> = Vec::new();
+            self.walk_requirements(key, &mut path, &mut reported, &mut depth, problems);
+        }
+        for (key, d) in depth {
+            if d > MAX_PREREQUISITE_DEPTH {
+                problems.push(Problem::new(
+                    format!("{}.requires", field("flags", key)),
+                    format!("prerequisites chain {d} flags deep: at most {MAX_PREREQUISITE_DEPTH}"),
+                ));
+            }
+        }
+    }
+
+    /// Depth-first over `requires` from `key`; `path` holds the flags above
+    /// and which requirement led on. Returns the depth of `key`'s chain.
+    fn walk_requirements<'c>(
+        &'c self,
+        key: &'c str,
+        path: &mut Vec<(&'c str, usize)>,
+        reported: &mut Vec<Vec<&'c str>>,
+        depth: &mut BTreeMap<&'c str, usize>,
+        problems: &mut Problems,
+    ) -> usize {
+        if let Some(&d) = depth.get(key) {
+            return d;
+        }
+        if let Some(start) = path.iter().position(|(k, _)| *k == key) {
+            let cycle = &path[start..];
+            let mut members: Vec<&str> = cycle.iter().map(|(k, _)| *k).collect();
+            members.sort_unstable();
+            if !reported.contains(&members) {
+                reported.push(members);
+                let mut steps: Vec<String> = cycle
+                    .iter()
+                    .map(|(k, i)| format!("{}.requires[{i}]", field("flags", k)))
+                    .collect();
+                steps.push(field("flags", key));
+                problems.push(Problem::new(steps.join(" -> "), "prerequisites form a cycle"));
+            }
+            return 0;
+        }
+        let Some(flag) = self.flags.get(key) else { return 0 };
+        let mut deepest = 0;
+        for (i, req) in flag.requires.iter().enumerate() {
+            if req.flag == key || !self.flags.contains_key(&req.flag) {
+                continue;
+            }
+            path.push((key, i));
+            deepest =
+                deepest.max(1 + self.walk_requirements(&req.flag, path, reported, depth, problems));
+            path.pop();
+        }
+        // Only settled (not mid-cycle) depths are remembered.
+        if !path.iter().any(|(k, _)| *k == key) {
+            depth.insert(key, deepest);
+        }
+        deepest
     }
 }
 
@@ -399,11 +620,30 @@ impl Cohort {
                 check_values(&at, values, problems);
             }
         }
-        let none = lists.iter().all(|(_, l)| l.is_none()) && self.attributes.is_none();
+        if let Some(rules) = &self.rules {
+            if rules.is_empty() {
+                problems.push(Problem::new(format!("{path}.rules"), "must hold at least one rule"));
+            }
+            for (i, rule) in rules.iter().enumerate() {
+                let at = format!("{path}.rules[{i}]");
+                let _ = check_name(
+                    &format!("{at}.attribute"),
+                    "an attribute name",
+                    &rule.attribute,
+                    problems,
+                );
+                if let Err((field, message)) = crate::rules::CompiledRule::new(rule) {
+                    problems.push(Problem::new(format!("{at}.{field}"), message));
+                }
+            }
+        }
+        let none = lists.iter().all(|(_, l)| l.is_none())
+            && self.attributes.is_none()
+            && self.rules.is_none();
         if none {
             problems.push(Problem::new(
                 path,
-                "a cohort must list at least one criterion (tenants, users, regions or attributes)",
+                "a cohort must list at least one criterion (tenants, users, regions, attributes or rules)",
             ));
         }
     }
@@ -426,6 +666,8 @@ impl Flag {
             stages: Vec::new(),
             stage: None,
             variants: Vec::new(),
+            value: None,
+            requires: Vec::new(),
             guard: None,
         }
     }
@@ -511,6 +753,12 @@ impl Flag {
         if !self.variants.is_empty() && total == 0 {
             problems.push(Problem::new(format!("{path}.variants"), "the weights add up to 0"));
         }
+        if self.value.is_some() && !self.variants.is_empty() {
+            problems.push(Problem::new(
+                format!("{path}.value"),
+                "a flag with variants carries its values on the variants",
+            ));
+        }
         if let Some(guard) = &self.guard {
             guard.validate(&format!("{path}.guard"), !self.stages.is_empty(), problems);
         }
@@ -595,8 +843,17 @@ impl Guard {
 /// The labels metrics give to contexts that no stage exposes (or that a
 /// guard holds back, or an override decides); a stage may not take one, or
 /// its series would mix with theirs.
-pub(crate) const RESERVED_STAGE_NAMES: [&str; 8] =
-    ["on", "off", "excluded", "unknown", "not-exposed", "held-back", "override", "retired"];
+pub(crate) const RESERVED_STAGE_NAMES: [&str; 9] = [
+    "on",
+    "off",
+    "excluded",
+    "unknown",
+    "not-exposed",
+    "held-back",
+    "prerequisite",
+    "override",
+    "retired",
+];
 
 /// Checks that the names of a list's items (`stages`, `variants`) are
 /// non-empty and unique, item by item, so problems keep document order.

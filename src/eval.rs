@@ -28,7 +28,7 @@ use crate::context::Context;
 /// assert_eq!(ev.reason, Reason::Enabled);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Evaluation<'a> {
     /// Whether the flag is on for the context.
     pub enabled: bool,
@@ -36,6 +36,9 @@ pub struct Evaluation<'a> {
     pub variant: Option<&'a str>,
     /// Why the flag is on or off.
     pub reason: Reason<'a>,
+    /// The value the context gets: its variant's, or the flag's when it has
+    /// no variants; `None` when off or when none is configured.
+    pub value: Option<&'a serde_json::Value>,
 }
 
 /// Why a flag is on or off for a context.
@@ -68,6 +71,12 @@ pub enum Reason<'a> {
         /// The stage the context is held back from.
         stage: &'a str,
     },
+    /// A flag this one requires is off for the context (or hands it
+    /// another variant than the one required): off.
+    Prerequisite {
+        /// The first prerequisite not met.
+        flag: &'a str,
+    },
     /// A local override ([`FlagStore::set_override`](crate::FlagStore::set_override))
     /// beats the config.
     Override {
@@ -95,6 +104,7 @@ impl Reason<'_> {
             Reason::Stage { name, .. } => name,
             Reason::NotExposed => "not-exposed",
             Reason::HeldBack { .. } => "held-back",
+            Reason::Prerequisite { .. } => "prerequisite",
             Reason::Override { .. } => "override",
         }
     }
@@ -112,6 +122,7 @@ impl fmt::Display for Reason<'_> {
             Reason::HeldBack { stage } => {
                 write!(f, "held back from stage {stage:?} as its guard's control group")
             }
+            Reason::Prerequisite { flag } => write!(f, "prerequisite flag {flag:?} is not met"),
             Reason::Override { enabled: true } => f.write_str("overridden on locally"),
             Reason::Override { enabled: false } => f.write_str("overridden off locally"),
         }
@@ -120,31 +131,55 @@ impl fmt::Display for Reason<'_> {
 
 impl Evaluation<'static> {
     pub(crate) const UNKNOWN: Self =
-        Evaluation { enabled: false, variant: None, reason: Reason::UnknownFlag };
+        Evaluation { enabled: false, variant: None, reason: Reason::UnknownFlag, value: None };
 }
 
 impl Flag {
     /// Decides on/off and why; the shared core of every kind of check.
+    /// `flags` are the snapshot's flags, where prerequisites are found.
     #[inline]
-    pub(crate) fn decide(&self, ctx: &Context<'_>, clock: &dyn Clock) -> Reason<'static> {
-        self.decide_traced(ctx, clock, &mut ())
+    pub(crate) fn decide(
+        &self,
+        flags: &[Flag],
+        ctx: &Context<'_>,
+        clock: &dyn Clock,
+    ) -> Reason<'static> {
+        self.decide_traced(flags, ctx, clock, &mut (), 0)
     }
 
     /// [`Flag::decide`], telling `trace` each check's outcome: `()` traces
     /// nothing and compiles away; `explain` records the path taken, so an
     /// explanation is the evaluation itself, not a second implementation.
+    /// `depth` counts the prerequisites above (validation bounds it; past
+    /// the bound a prerequisite is not met rather than recursing on).
     #[inline]
     pub(crate) fn decide_traced<T: Trace>(
         &self,
+        flags: &[Flag],
         ctx: &Context<'_>,
         clock: &dyn Clock,
         trace: &mut T,
+        depth: usize,
     ) -> Reason<'static> {
         if let Some(forced) = &self.forced {
             return Reason::Override { enabled: forced.enabled };
         }
         if !self.enabled {
             return Reason::KillSwitch;
+        }
+        for required in self.requires.iter() {
+            let met = depth < crate::config::MAX_PREREQUISITE_DEPTH
+                && flags.get(required.index as usize).is_some_and(|parent| {
+                    let reason = parent.decide_traced(flags, ctx, clock, &mut (), depth + 1);
+                    reason.exposes()
+                        && required
+                            .variant
+                            .is_none_or(|v| parent.variant_at(ctx) == Some(v as usize))
+                });
+            trace.prerequisite(required.key, met);
+            if !met {
+                return Reason::Prerequisite { flag: required.key };
+            }
         }
         for cohort in self.exclude.iter() {
             let matched = cohort.matches(ctx);
@@ -211,14 +246,14 @@ impl Flag {
     }
 
     #[inline]
-    pub(crate) fn is_enabled(&self, ctx: &Context<'_>, clock: &dyn Clock) -> bool {
+    pub(crate) fn is_enabled(&self, flags: &[Flag], ctx: &Context<'_>, clock: &dyn Clock) -> bool {
         match self.shortcut {
             Shortcut::Off => false,
             Shortcut::On => true,
             Shortcut::Below(threshold) => {
                 self.unit_of(ctx).is_some_and(|unit| bucket_seeded(self.seed, unit) < threshold)
             }
-            Shortcut::Walk => self.decide(ctx, clock).exposes(),
+            Shortcut::Walk => self.decide(flags, ctx, clock).exposes(),
         }
     }
 
@@ -239,7 +274,12 @@ impl Flag {
     /// count it in: a shortcut that also says which group decided is
     /// taken, anything else walks.
     #[inline]
-    pub(crate) fn is_enabled_counted(&self, ctx: &Context<'_>, clock: &dyn Clock) -> (bool, u32) {
+    pub(crate) fn is_enabled_counted(
+        &self,
+        flags: &[Flag],
+        ctx: &Context<'_>,
+        clock: &dyn Clock,
+    ) -> (bool, u32) {
         match (self.shortcut, self.stages.as_deref()) {
             // One bare percentage stage (the common shape of a rollout).
             (Shortcut::Below(threshold), Some([_])) => {
@@ -250,13 +290,14 @@ impl Flag {
             }
             (Shortcut::On, None) => (true, self.series.first_exposed),
             _ => {
-                let reason = self.decide(ctx, clock);
+                let reason = self.decide(flags, ctx, clock);
                 (reason.exposes(), self.evaluation_cell(reason, None))
             }
         }
     }
 
-    /// The evaluation a decision comes to: exposed contexts get a variant.
+    /// The evaluation a decision comes to: exposed contexts get a variant,
+    /// and its value (or the flag's).
     #[inline]
     pub(crate) fn conclude(
         &self,
@@ -264,14 +305,22 @@ impl Flag {
         ctx: &Context<'_>,
     ) -> Evaluation<'static> {
         let enabled = reason.exposes();
-        let variant = if enabled { self.variant_of(ctx) } else { None };
-        Evaluation { enabled, variant, reason }
+        let at = if enabled { self.variant_at(ctx) } else { None };
+        let (variant, value) =
+            if enabled { (self.variant_name(at), self.value_at(at)) } else { (None, None) };
+        Evaluation { enabled, variant, reason, value }
     }
 
-    /// The variant of an exposed context.
+    /// The value of an exposed context, given its variant's position.
     #[inline]
-    fn variant_of(&self, ctx: &Context<'_>) -> Option<&'static str> {
-        self.variant_name(self.variant_at(ctx))
+    pub(crate) fn value_at(&self, at: Option<usize>) -> Option<&'static serde_json::Value> {
+        if self.forced.is_some_and(|f| f.variant.is_some()) {
+            return None;
+        }
+        match at {
+            Some(i) => self.variants.get(i).and_then(|v| v.value),
+            None => self.value,
+        }
     }
 
     /// The name of the variant of an exposed context, given its position.
@@ -339,15 +388,22 @@ pub(crate) trait Trace {
     fn exclusion(&mut self, _cohort: &'static str, _matched: bool) {}
     #[inline(always)]
     fn stage(&mut self, _index: usize, _verdict: StageVerdict) {}
+    #[inline(always)]
+    fn prerequisite(&mut self, _flag: &'static str, _met: bool) {}
 }
 
 impl Trace for () {}
 
 impl Cohort {
-    /// AND across the listed criteria, OR within each list; a criterion the
-    /// context has no value for does not match.
+    /// AND across the listed criteria and rules, OR within each list; a
+    /// criterion the context has no value for does not match.
     #[inline]
     pub(crate) fn matches(&self, ctx: &Context<'_>) -> bool {
+        self.matches_lists(ctx) && self.rules.iter().all(|rule| rule.matches(ctx))
+    }
+
+    #[inline]
+    fn matches_lists(&self, ctx: &Context<'_>) -> bool {
         fn check(set: &Option<NameSet>, value: Option<&str>) -> bool {
             match set {
                 None => true,

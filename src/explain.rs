@@ -133,7 +133,8 @@ impl Compiled {
             return why;
         };
         let mut recorder = Recorder::default();
-        let ev = flag.conclude(flag.decide_traced(ctx, &*self.clock, &mut recorder), ctx);
+        let ev = flag
+            .conclude(flag.decide_traced(&self.flags, ctx, &*self.clock, &mut recorder, 0), ctx);
         why.known = true;
         why.enabled = ev.enabled;
         why.variant = ev.variant.map(str::to_owned);

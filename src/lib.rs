@@ -104,6 +104,7 @@ pub mod integrations;
 pub mod observe;
 pub mod publish;
 mod retained;
+mod rules;
 #[cfg(feature = "signing")]
 pub mod signing;
 pub mod source;

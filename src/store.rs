@@ -26,6 +26,31 @@ use crate::observe::{
 };
 use crate::retained::Retained;
 
+/// Typed reads of a flag's JSON value, for the value getters.
+mod values {
+    use serde_json::Value;
+
+    #[inline]
+    pub(super) fn boolean(value: Option<&Value>, default: bool) -> bool {
+        value.and_then(Value::as_bool).unwrap_or(default)
+    }
+
+    #[inline]
+    pub(super) fn string<'a>(value: Option<&'static Value>, default: &'a str) -> &'a str {
+        value.and_then(Value::as_str).unwrap_or(default)
+    }
+
+    #[inline]
+    pub(super) fn integer(value: Option<&Value>, default: i64) -> i64 {
+        value.and_then(Value::as_i64).unwrap_or(default)
+    }
+
+    #[inline]
+    pub(super) fn float(value: Option<&Value>, default: f64) -> f64 {
+        value.and_then(Value::as_f64).unwrap_or(default)
+    }
+}
+
 /// How many applied configs a store keeps, the serving one included.
 pub const HISTORY: usize = 16;
 
@@ -540,6 +565,64 @@ impl FlagStore {
         self.evaluate(flag, ctx).variant
     }
 
+    /// The flag's value for `ctx` as a boolean: its variant's value (or
+    /// the flag's) when on and a JSON boolean, else `default`.
+    #[inline]
+    pub fn bool_value(&self, flag: &str, ctx: &Context<'_>, default: bool) -> bool {
+        values::boolean(self.value_of(flag, ctx), default)
+    }
+
+    /// The flag's value for `ctx` as a string, when on and a JSON string,
+    /// else `default`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use flagstone::{Context, FlagStore};
+    ///
+    /// let store = FlagStore::from_json(r#"{ "version": 1, "flags": { "banner": {
+    ///     "enabled": true, "variants": [
+    ///         { "name": "short", "weight": 1, "value": "Hello" } ] } } }"#)?;
+    /// assert_eq!(store.str_value("banner", &Context::new().user("u-1"), "Hi"), "Hello");
+    /// assert_eq!(store.str_value("missing", &Context::new(), "Hi"), "Hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn str_value<'a>(&self, flag: &str, ctx: &Context<'_>, default: &'a str) -> &'a str {
+        values::string(self.value_of(flag, ctx), default)
+    }
+
+    /// The flag's value for `ctx` as an integer, when on and a JSON integer
+    /// (that fits), else `default`.
+    #[inline]
+    pub fn i64_value(&self, flag: &str, ctx: &Context<'_>, default: i64) -> i64 {
+        values::integer(self.value_of(flag, ctx), default)
+    }
+
+    /// The flag's value for `ctx` as a float, when on and a JSON number,
+    /// else `default`.
+    #[inline]
+    pub fn f64_value(&self, flag: &str, ctx: &Context<'_>, default: f64) -> f64 {
+        values::float(self.value_of(flag, ctx), default)
+    }
+
+    /// The flag's value for `ctx`, any JSON, when on and set, else `default`.
+    #[inline]
+    pub fn json_value<'a>(
+        &self,
+        flag: &str,
+        ctx: &Context<'_>,
+        default: &'a serde_json::Value,
+    ) -> &'a serde_json::Value {
+        self.value_of(flag, ctx).unwrap_or(default)
+    }
+
+    #[inline]
+    fn value_of(&self, flag: &str, ctx: &Context<'_>) -> Option<&'static serde_json::Value> {
+        let current = self.shared.current.load();
+        current.evaluate(current.lookup(flag), ctx).value
+    }
+
     /// The serving config, held for as long as the snapshot lives: every
     /// check through it sees the same config, even across a swap.
     ///
@@ -811,6 +894,63 @@ impl Snapshot {
         self.evaluate(flag, ctx).variant
     }
 
+    /// The flag's value for `ctx` as a boolean: its variant's value (or
+    /// the flag's) when on and a JSON boolean, else `default`.
+    #[inline]
+    pub fn bool_value(&self, flag: &str, ctx: &Context<'_>, default: bool) -> bool {
+        values::boolean(self.value_of(flag, ctx), default)
+    }
+
+    /// The flag's value for `ctx` as a string, when on and a JSON string,
+    /// else `default`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use flagstone::{Context, FlagStore};
+    ///
+    /// let store = FlagStore::from_json(r#"{ "version": 1, "flags": { "limits": {
+    ///     "enabled": true, "value": { "rate": 100 } } } }"#)?;
+    /// let snap = store.snapshot();
+    /// assert_eq!(snap.str_value("limits", &Context::new(), "none"), "none"); // not a string
+    /// assert_eq!(snap.json_value("limits", &Context::new(), &serde_json::Value::Null)["rate"], 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn str_value<'a>(&self, flag: &str, ctx: &Context<'_>, default: &'a str) -> &'a str {
+        values::string(self.value_of(flag, ctx), default)
+    }
+
+    /// The flag's value for `ctx` as an integer, when on and a JSON integer
+    /// (that fits), else `default`.
+    #[inline]
+    pub fn i64_value(&self, flag: &str, ctx: &Context<'_>, default: i64) -> i64 {
+        values::integer(self.value_of(flag, ctx), default)
+    }
+
+    /// The flag's value for `ctx` as a float, when on and a JSON number,
+    /// else `default`.
+    #[inline]
+    pub fn f64_value(&self, flag: &str, ctx: &Context<'_>, default: f64) -> f64 {
+        values::float(self.value_of(flag, ctx), default)
+    }
+
+    /// The flag's value for `ctx`, any JSON, when on and set, else `default`.
+    #[inline]
+    pub fn json_value<'a>(
+        &self,
+        flag: &str,
+        ctx: &Context<'_>,
+        default: &'a serde_json::Value,
+    ) -> &'a serde_json::Value {
+        self.value_of(flag, ctx).unwrap_or(default)
+    }
+
+    #[inline]
+    fn value_of(&self, flag: &str, ctx: &Context<'_>) -> Option<&'static serde_json::Value> {
+        self.compiled.evaluate(self.compiled.lookup(flag), ctx).value
+    }
+
     /// Why `flag` is on or off for `ctx`, step by step (allocates: for tools
     /// and debugging, not for requests).
     pub fn explain(&self, flag: &str, ctx: &Context<'_>) -> Explanation {
@@ -896,6 +1036,46 @@ impl FlagHandle {
     #[inline]
     pub fn variant(&self, ctx: &Context<'_>) -> Option<&str> {
         self.evaluate(ctx).variant
+    }
+
+    /// The flag's value for `ctx` as a boolean (see [`FlagStore::bool_value`]).
+    #[inline]
+    pub fn bool_value(&self, ctx: &Context<'_>, default: bool) -> bool {
+        values::boolean(self.value_of(ctx), default)
+    }
+
+    /// The flag's value for `ctx` as a string (see [`FlagStore::str_value`]).
+    #[inline]
+    pub fn str_value<'a>(&self, ctx: &Context<'_>, default: &'a str) -> &'a str {
+        values::string(self.value_of(ctx), default)
+    }
+
+    /// The flag's value for `ctx` as an integer (see [`FlagStore::i64_value`]).
+    #[inline]
+    pub fn i64_value(&self, ctx: &Context<'_>, default: i64) -> i64 {
+        values::integer(self.value_of(ctx), default)
+    }
+
+    /// The flag's value for `ctx` as a float (see [`FlagStore::f64_value`]).
+    #[inline]
+    pub fn f64_value(&self, ctx: &Context<'_>, default: f64) -> f64 {
+        values::float(self.value_of(ctx), default)
+    }
+
+    /// The flag's value for `ctx`, any JSON (see [`FlagStore::json_value`]).
+    #[inline]
+    pub fn json_value<'a>(
+        &self,
+        ctx: &Context<'_>,
+        default: &'a serde_json::Value,
+    ) -> &'a serde_json::Value {
+        self.value_of(ctx).unwrap_or(default)
+    }
+
+    #[inline]
+    fn value_of(&self, ctx: &Context<'_>) -> Option<&'static serde_json::Value> {
+        let current = self.shared.current.load();
+        current.evaluate(self.flag_in(&current), ctx).value
     }
 
     /// Whether the flag is on for `ctx` in a given snapshot: many flags of

@@ -99,6 +99,8 @@ impl Details {
             Reason::NotExposed => Ok(EvaluationReason::Default),
             // Held back by a guard: off, by a percentage of a holdback.
             Reason::HeldBack { .. } => Ok(EvaluationReason::Split),
+            // Off because a flag it requires is off for the context.
+            Reason::Prerequisite { .. } => Ok(EvaluationReason::TargetingMatch),
             Reason::Override { .. } => Ok(EvaluationReason::Other("override".to_owned())),
         };
         let version = i64::try_from(snapshot.version()).unwrap_or(i64::MAX);

@@ -33,6 +33,8 @@ pub(crate) enum Group {
     NotExposed,
     /// Held back by a guard from the newest stage: its control group.
     HeldBack,
+    /// Off because a flag it requires is off.
+    Prerequisite,
     Unknown,
 }
 
@@ -44,6 +46,7 @@ impl Group {
             Group::Excluded => "excluded",
             Group::NotExposed => "not-exposed",
             Group::HeldBack => "held-back",
+            Group::Prerequisite => "prerequisite",
             Group::Unknown => "unknown",
         }
     }

@@ -25,6 +25,7 @@ mod semantics;
 mod servers;
 mod store;
 mod stress;
+mod targeting;
 
 /// The example config of the format's documentation (version 7).
 pub const EXAMPLE: &str = include_str!("testdata/example.json");
