@@ -578,5 +578,102 @@ fn contended(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, floor, hot_path, counting, peers, contended, apply);
+/// Each rule operator's cost: a flag whose one stage is a cohort of one
+/// rule, evaluated by key for contexts that match and contexts that do
+/// not; against it, today's cohort of one attribute list, a cohort of
+/// three rules, and a flag with one prerequisite against the same flag
+/// without.
+fn operators(c: &mut Criterion) {
+    let mut group = c.benchmark_group("operators");
+    let rules = [
+        ("list", r#""attributes": { "plan": ["pro", "team", "enterprise"] }"#),
+        (
+            "in",
+            r#""rules": [ { "attribute": "plan", "op": "in", "values": ["pro", "team", "enterprise"] } ]"#,
+        ),
+        (
+            "starts_with",
+            r#""rules": [ { "attribute": "plan", "op": "starts_with", "value": "ent" } ]"#,
+        ),
+        (
+            "ends_with_ci",
+            r#""rules": [ { "attribute": "plan", "op": "ends_with", "value": "PRISE", "case_insensitive": true } ]"#,
+        ),
+        ("contains", r#""rules": [ { "attribute": "plan", "op": "contains", "value": "terp" } ]"#),
+        (
+            "matches",
+            r#""rules": [ { "attribute": "plan", "op": "matches", "value": "^ent[a-z]+$" } ]"#,
+        ),
+        ("gte", r#""rules": [ { "attribute": "seats", "op": "gte", "value": 50 } ]"#),
+        (
+            "semver_gte",
+            r#""rules": [ { "attribute": "version", "op": "semver_gte", "value": "2.1.0" } ]"#,
+        ),
+        (
+            "after",
+            r#""rules": [ { "attribute": "signup", "op": "after", "value": "2026-01-01T00:00:00Z" } ]"#,
+        ),
+        (
+            "in_cidr",
+            r#""rules": [ { "attribute": "ip", "op": "in_cidr", "values": ["10.0.0.0/8", "192.168.0.0/16"] } ]"#,
+        ),
+        (
+            "three_rules",
+            r#""rules": [ { "attribute": "plan", "op": "in", "values": ["pro", "enterprise"] },
+            { "attribute": "seats", "op": "gte", "value": 50 },
+            { "attribute": "version", "op": "semver_gte", "value": "2.1.0" } ]"#,
+        ),
+    ];
+    let contexts = [
+        Context::new()
+            .user("u-1")
+            .attr("plan", "enterprise")
+            .attr("seats", "120")
+            .attr("version", "2.3.1")
+            .attr("signup", "2026-03-04T10:00:00Z")
+            .attr("ip", "10.2.3.4"),
+        Context::new()
+            .user("u-2")
+            .attr("plan", "free")
+            .attr("seats", "3")
+            .attr("version", "1.9.0")
+            .attr("signup", "2025-03-04T10:00:00Z")
+            .attr("ip", "8.8.8.8"),
+    ];
+    for (name, cohort) in rules {
+        let store = FlagStore::from_json(format!(
+            r#"{{ "version": 1, "cohorts": {{ "c": {{ {cohort} }} }},
+                "flags": {{ "f": {{ "enabled": true, "stages": [ {{ "name": "s", "cohorts": ["c"] }} ], "stage": "s" }} }} }}"#
+        ))
+        .expect("valid");
+        let mut i = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i ^= 1;
+                store.is_enabled(black_box("f"), &contexts[i])
+            })
+        });
+    }
+    let store = FlagStore::from_json(
+        r#"{ "version": 1, "flags": {
+            "parent": { "enabled": true, "stages": [ { "name": "half", "percent": 50 } ], "stage": "half" },
+            "plain": { "enabled": true, "stages": [ { "name": "half", "percent": 50 } ], "stage": "half" },
+            "child": { "enabled": true, "stages": [ { "name": "half", "percent": 50 } ], "stage": "half",
+                "requires": [ { "flag": "parent" } ] } } }"#,
+    )
+    .expect("valid");
+    let users: Vec<Context<'_>> = USERS.iter().map(|u| Context::new().user(u)).collect();
+    for key in ["plain", "child"] {
+        let mut i = 0;
+        group.bench_function(format!("prerequisite_{key}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % users.len();
+                store.is_enabled(black_box(key), &users[i])
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, floor, hot_path, counting, operators, peers, contended, apply);
 criterion_main!(benches);

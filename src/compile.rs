@@ -755,9 +755,8 @@ impl Flag {
             .as_ref()
             .and_then(|g| g.holdback)
             .map(|h| Holdback { seed: holdback_seed(salt), threshold: threshold(h) });
-        let shortcut = if holdback.is_some() || !flag.requires.is_empty() {
-            // A held-back context is off whatever its rollout bucket; a
-            // prerequisite is checked first.
+        let shortcut = if holdback.is_some() {
+            // A held-back context is off whatever its rollout bucket.
             Shortcut::Walk
         } else {
             Shortcut::new(flag.enabled, exclude.is_empty(), stages.as_deref())

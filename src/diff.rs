@@ -109,6 +109,18 @@ pub enum ChangeKind {
     },
     /// The variants or their weights changed.
     VariantsChanged,
+    /// A value changed: of a variant (its name), or of the flag itself.
+    ValueChanged {
+        /// The variant whose value changed; `None` for the flag's value.
+        variant: Option<String>,
+    },
+    /// The flags this one requires changed.
+    PrerequisitesChanged {
+        /// Prerequisites added, as `flag` or `flag:variant`.
+        added: Vec<String>,
+        /// Prerequisites removed.
+        removed: Vec<String>,
+    },
     /// A new cohort.
     CohortAdded {
         /// Its name.
@@ -157,6 +169,13 @@ impl std::fmt::Display for ChangeKind {
                 write!(f, "exclusions +[{}] -[{}]", added.join(", "), removed.join(", "))
             }
             ChangeKind::VariantsChanged => f.write_str("variants changed"),
+            ChangeKind::ValueChanged { variant: Some(v) } => {
+                write!(f, "value of variant {v} changed")
+            }
+            ChangeKind::ValueChanged { variant: None } => f.write_str("value changed"),
+            ChangeKind::PrerequisitesChanged { added, removed } => {
+                write!(f, "prerequisites +[{}] -[{}]", added.join(", "), removed.join(", "))
+            }
             ChangeKind::CohortAdded { cohort } => write!(f, "cohort {cohort} added"),
             ChangeKind::CohortRemoved { cohort } => write!(f, "cohort {cohort} removed"),
             ChangeKind::CohortChanged { cohort, added, removed } => {
@@ -278,6 +297,21 @@ pub fn affected_flags(old: &Config, new: &Config) -> BTreeSet<String> {
             }
         }
     }
+    // A flag's answer follows its prerequisites': their dependents too, all
+    // the way down.
+    loop {
+        let before = affected.len();
+        for config in [old, new] {
+            for (key, flag) in &config.flags {
+                if flag.requires.iter().any(|r| affected.contains(&r.flag)) {
+                    affected.insert(key.clone());
+                }
+            }
+        }
+        if affected.len() == before {
+            break;
+        }
+    }
     affected
 }
 
@@ -296,6 +330,8 @@ pub struct Radius {
     pub exposed_after: usize,
     /// Contexts on before and after that get another variant.
     pub variant_changed: usize,
+    /// Contexts on before and after that get another value.
+    pub value_changed: usize,
     /// Flips by the context's region (`(none)` without one).
     pub by_region: BTreeMap<String, Flips>,
     /// Flips among each cohort's members (in the cohort before or after).
@@ -315,7 +351,7 @@ pub struct Flips {
 impl Radius {
     /// Whether any context's answer changes.
     pub fn changes_anyone(&self) -> bool {
-        self.on_to_off + self.off_to_on + self.variant_changed > 0
+        self.on_to_off + self.off_to_on + self.variant_changed + self.value_changed > 0
     }
 }
 
@@ -368,6 +404,9 @@ pub fn blast_radius(
             if b.enabled && a.enabled && b.variant != a.variant {
                 r.variant_changed += 1;
             }
+            if b.enabled && a.enabled && b.value != a.value {
+                r.value_changed += 1;
+            }
             if a.enabled == b.enabled {
                 continue;
             }
@@ -398,6 +437,9 @@ fn members(cohort: &Cohort) -> BTreeSet<String> {
         .collect();
     for (attr, values) in cohort.attributes.iter().flatten() {
         out.extend(values.iter().map(|v| format!("attributes.{attr}:{v}")));
+    }
+    for rule in cohort.rules.iter().flatten() {
+        out.insert(format!("rules:{}", serde_json::to_string(rule).unwrap_or_default()));
     }
     out
 }
@@ -499,13 +541,33 @@ fn flag_changes(key: &str, old: &Flag, new: &Flag, changes: &mut Vec<Change>) {
             last.warning.get_or_insert(warning);
         }
     }
-    if old.variants != new.variants {
-        changes.push(Change {
-            flag: Some(key.to_owned()),
-            kind: ChangeKind::VariantsChanged,
-            reversible: true,
-            warning: None,
-        });
+    let shape =
+        |f: &Flag| f.variants.iter().map(|v| (v.name.clone(), v.weight)).collect::<Vec<_>>();
+    let change =
+        |kind| Change { flag: Some(key.to_owned()), kind, reversible: true, warning: None };
+    if shape(old) != shape(new) {
+        changes.push(change(ChangeKind::VariantsChanged));
+    }
+    for variant in &new.variants {
+        let before = old.variants.iter().find(|v| v.name == variant.name);
+        if before.is_some_and(|b| b.value != variant.value) {
+            changes.push(change(ChangeKind::ValueChanged { variant: Some(variant.name.clone()) }));
+        }
+    }
+    if old.value != new.value {
+        changes.push(change(ChangeKind::ValueChanged { variant: None }));
+    }
+    if old.requires != new.requires {
+        let name = |r: &crate::config::Requirement| match &r.variant {
+            Some(v) => format!("{}:{v}", r.flag),
+            None => r.flag.clone(),
+        };
+        let (o, n): (BTreeSet<String>, BTreeSet<String>) =
+            (old.requires.iter().map(name).collect(), new.requires.iter().map(name).collect());
+        changes.push(change(ChangeKind::PrerequisitesChanged {
+            added: n.difference(&o).cloned().collect(),
+            removed: o.difference(&n).cloned().collect(),
+        }));
     }
 }
 

@@ -134,6 +134,32 @@ impl Evaluation<'static> {
         Evaluation { enabled: false, variant: None, reason: Reason::UnknownFlag, value: None };
 }
 
+impl crate::compile::Prerequisite {
+    /// Whether the required flag is on for `ctx` (in the variant named):
+    /// by its shortcut when no variant is asked for. Past the depth bound
+    /// (which validation keeps out) it is not met rather than recursing on.
+    #[inline]
+    pub(crate) fn met(
+        &self,
+        flags: &[Flag],
+        ctx: &Context<'_>,
+        clock: &dyn Clock,
+        depth: usize,
+    ) -> bool {
+        if depth >= crate::config::MAX_PREREQUISITE_DEPTH {
+            return false;
+        }
+        let Some(parent) = flags.get(self.index as usize) else { return false };
+        match self.variant {
+            None => parent.is_enabled_at(flags, ctx, clock, depth + 1),
+            Some(v) => {
+                parent.decide_traced(flags, ctx, clock, &mut (), depth + 1).exposes()
+                    && parent.variant_at(ctx) == Some(v as usize)
+            }
+        }
+    }
+}
+
 impl Flag {
     /// Decides on/off and why; the shared core of every kind of check.
     /// `flags` are the snapshot's flags, where prerequisites are found.
@@ -245,8 +271,39 @@ impl Flag {
         })
     }
 
+    /// Whether every prerequisite is met (checked before the shortcut of a
+    /// flag that has them).
+    #[inline]
+    fn prerequisites_met(
+        &self,
+        flags: &[Flag],
+        ctx: &Context<'_>,
+        clock: &dyn Clock,
+        depth: usize,
+    ) -> bool {
+        self.requires.iter().all(|r| r.met(flags, ctx, clock, depth))
+    }
+
     #[inline]
     pub(crate) fn is_enabled(&self, flags: &[Flag], ctx: &Context<'_>, clock: &dyn Clock) -> bool {
+        self.is_enabled_at(flags, ctx, clock, 0)
+    }
+
+    #[inline]
+    fn is_enabled_at(
+        &self,
+        flags: &[Flag],
+        ctx: &Context<'_>,
+        clock: &dyn Clock,
+        depth: usize,
+    ) -> bool {
+        if !self.requires.is_empty()
+            && self.forced.is_none()
+            && self.enabled
+            && !self.prerequisites_met(flags, ctx, clock, depth)
+        {
+            return false;
+        }
         match self.shortcut {
             Shortcut::Off => false,
             Shortcut::On => true,
@@ -280,6 +337,13 @@ impl Flag {
         ctx: &Context<'_>,
         clock: &dyn Clock,
     ) -> (bool, u32) {
+        if !self.requires.is_empty()
+            && self.forced.is_none()
+            && self.enabled
+            && !self.prerequisites_met(flags, ctx, clock, 0)
+        {
+            return (false, self.evaluation_cell(Reason::Prerequisite { flag: "" }, None));
+        }
         match (self.shortcut, self.stages.as_deref()) {
             // One bare percentage stage (the common shape of a rollout).
             (Shortcut::Below(threshold), Some([_])) => {

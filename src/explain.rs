@@ -60,6 +60,11 @@ pub struct Explanation {
     pub bucket: Option<u32>,
     /// The excluding cohorts, in order; `matched` is `None` when not checked.
     pub exclusions: Vec<CohortCheck>,
+    /// The flags this one requires, in order; `met` is `None` when not
+    /// checked (an earlier one was not met).
+    pub prerequisites: Vec<PrerequisiteCheck>,
+    /// The value the context gets, when on and configured.
+    pub value: Option<serde_json::Value>,
     /// Every stage, in order, with its verdict.
     pub stages: Vec<StageCheck>,
 }
@@ -72,6 +77,18 @@ pub struct CohortCheck {
     pub cohort: String,
     /// Whether the context is in it; `None` when evaluation did not get there.
     pub matched: Option<bool>,
+}
+
+/// A prerequisite of an explanation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PrerequisiteCheck {
+    /// The flag required.
+    pub flag: String,
+    /// The variant required of it, if any.
+    pub variant: Option<String>,
+    /// Whether it is met for the context; `None` when not checked.
+    pub met: Option<bool>,
 }
 
 /// One stage of an explanation.
@@ -98,9 +115,13 @@ pub struct StageCheck {
 struct Recorder {
     exclusions: Vec<(&'static str, bool)>,
     stages: Vec<(usize, StageVerdict)>,
+    prerequisites: Vec<(&'static str, bool)>,
 }
 
 impl Trace for Recorder {
+    fn prerequisite(&mut self, flag: &'static str, met: bool) {
+        self.prerequisites.push((flag, met));
+    }
     fn exclusion(&mut self, cohort: &'static str, matched: bool) {
         self.exclusions.push((cohort, matched));
     }
@@ -124,6 +145,8 @@ impl Compiled {
             unit: None,
             bucket: None,
             exclusions: Vec::new(),
+            prerequisites: Vec::new(),
+            value: None,
             stages: Vec::new(),
         };
         let Some(flag) = self.by_name(key) else {
@@ -152,6 +175,22 @@ impl Compiled {
                 matched: recorder.exclusions.iter().find(|(n, _)| *n == c.name).map(|(_, m)| *m),
             })
             .collect();
+        why.prerequisites = flag
+            .requires
+            .iter()
+            .map(|r| PrerequisiteCheck {
+                flag: r.key.to_owned(),
+                variant: r.variant.and_then(|v| {
+                    self.flags
+                        .get(r.index as usize)?
+                        .variants
+                        .get(v as usize)
+                        .map(|v| v.name.to_owned())
+                }),
+                met: recorder.prerequisites.iter().find(|(f, _)| *f == r.key).map(|(_, m)| *m),
+            })
+            .collect();
+        why.value = ev.value.cloned();
         why.stages = stage_checks(flag, ctx, &recorder);
         why
     }

@@ -116,7 +116,7 @@ pub use clock::{Clock, ManualClock, SystemClock, TimeError};
 pub use context::{Context, ContextBuf, INLINE_ATTRIBUTES};
 pub use error::{Error, MAX_PROBLEMS, Problem};
 pub use eval::{Evaluation, Reason, StageVerdict};
-pub use explain::{CohortCheck, Explanation, StageCheck};
+pub use explain::{CohortCheck, Explanation, PrerequisiteCheck, StageCheck};
 pub use observe::{Metrics, Outcome, StoreEvent};
 pub use source::{
     Origin, Refreshed, Serving, SourceError, UpdateError, UpdateEvent, Updater, UpdaterBuilder,

@@ -76,6 +76,8 @@ impl Compare {
 struct Strings {
     values: Box<[Box<str>]>,
     case_insensitive: bool,
+    /// Whether every string is ASCII (so an ASCII value folds byte by byte).
+    ascii: bool,
 }
 
 /// A semantic version of the config, parsed at compile time.
@@ -207,10 +209,7 @@ impl Matcher {
             Matcher::EndsWith(set) => set.any(value, Test::Suffix),
             Matcher::Contains(set) => set.any(value, Test::Substring),
             Matcher::Matches(regex) => regex.is_match(value),
-            Matcher::Number(compare, number) => value
-                .trim()
-                .parse::<f64>()
-                .ok()
+            Matcher::Number(compare, number) => read_number(value)
                 .and_then(|v| v.partial_cmp(number))
                 .is_some_and(|o| compare.holds(o)),
             Matcher::Semver(compare, version) => {
@@ -247,6 +246,19 @@ impl Test {
         }
     }
 
+    /// The same test on ASCII, `value` folded as it is compared (`s` is
+    /// lowercase already).
+    #[inline]
+    fn holds_ascii_folded(self, value: &[u8], s: &[u8]) -> bool {
+        let same = |a: &[u8]| a.eq_ignore_ascii_case(s);
+        match self {
+            Test::Equal => same(value),
+            Test::Prefix => value.get(..s.len()).is_some_and(same),
+            Test::Suffix => value.len() >= s.len() && same(&value[value.len() - s.len()..]),
+            Test::Substring => s.is_empty() || value.windows(s.len()).any(same),
+        }
+    }
+
     /// The same test, `value` lowercased as it is read (for values too long
     /// to lowercase into the stack buffer; `s` is lowercased already).
     fn holds_folded(self, value: &str, s: &str) -> bool {
@@ -274,8 +286,15 @@ impl Strings {
             return self.values.iter().any(|s| test.holds(value, s));
         }
         // Case-folded without allocating: the rule's strings were lowercased
-        // when compiled; the value is lowercased into a stack buffer, or,
+        // when compiled. An ASCII value against ASCII strings folds byte by
+        // byte in place; any other is lowercased into a stack buffer, or,
         // when longer, as it is compared.
+        if self.ascii && value.is_ascii() {
+            return self
+                .values
+                .iter()
+                .any(|s| test.holds_ascii_folded(value.as_bytes(), s.as_bytes()));
+        }
         let mut buffer = [0u8; 256];
         match lowercase_into(value, &mut buffer) {
             Some(lower) => self.values.iter().any(|s| test.holds(lower, s)),
@@ -294,6 +313,22 @@ fn lowercase_into<'b>(value: &str, buffer: &'b mut [u8; 256]) -> Option<&'b str>
         len += bytes.len();
     }
     std::str::from_utf8(buffer.get(..len)?).ok()
+}
+
+/// A context's value as a number: the common case, a plain integer, read
+/// in one pass; anything else by the standard parser.
+#[inline]
+fn read_number(value: &str) -> Option<f64> {
+    let bytes = value.as_bytes();
+    let (negative, digits) = match bytes.first() {
+        Some(b'-') => (true, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    if !digits.is_empty() && digits.len() <= 15 && digits.iter().all(u8::is_ascii_digit) {
+        let n = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')) as f64;
+        return Some(if negative { -n } else { n });
+    }
+    value.trim().parse::<f64>().ok().filter(|n| !n.is_nan())
 }
 
 fn one(rule: &Rule) -> Result<&serde_json::Value, RuleError> {
@@ -316,7 +351,7 @@ fn strings(rule: &Rule, either: bool) -> Result<Strings, RuleError> {
     if list.is_empty() {
         return Err(("values", "an empty list matches no one".into()));
     }
-    let values = list
+    let values: Box<[Box<str>]> = list
         .into_iter()
         .map(|v| match v {
             serde_json::Value::String(s) => Ok(s.clone()),
@@ -334,7 +369,8 @@ fn strings(rule: &Rule, either: bool) -> Result<Strings, RuleError> {
             })
         })
         .collect::<Result<_, _>>()?;
-    Ok(Strings { values, case_insensitive: rule.case_insensitive })
+    let ascii = values.iter().all(|s| s.is_ascii());
+    Ok(Strings { values, case_insensitive: rule.case_insensitive, ascii })
 }
 
 fn compare(op: Operator) -> Compare {
@@ -414,34 +450,50 @@ impl Network {
 /// compare numerically when numeric and by ASCII otherwise. `None` when
 /// the value is not a semantic version.
 pub(crate) fn version_cmp(value: &str, rule: &Version) -> Option<Ordering> {
-    let value = value.split_once('+').map_or(value, |(v, build)| {
-        // Build metadata: ignored, but must be well formed.
-        if build.is_empty() || !build.split('.').all(identifier) { "" } else { v }
-    });
-    let (core, pre) = value.split_once('-').map_or((value, ""), |(c, p)| (c, p));
-    if value.contains('-') && (pre.is_empty() || !pre.split('.').all(pre_identifier)) {
+    let bytes = value.as_bytes();
+    // major.minor.patch, strictly: digits without a leading zero.
+    let mut at = 0;
+    let mut core = [0u64; 3];
+    for (i, part) in core.iter_mut().enumerate() {
+        let start = at;
+        while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+        let digits = &bytes[start..at];
+        if digits.is_empty() || digits.len() > 19 || (digits.len() > 1 && digits[0] == b'0') {
+            return None;
+        }
+        *part =
+            digits.iter().fold(0u64, |n, d| n.wrapping_mul(10).wrapping_add(u64::from(d - b'0')));
+        if i < 2 {
+            if bytes.get(at) != Some(&b'.') {
+                return None;
+            }
+            at += 1;
+        }
+    }
+    let rest = &value[at..];
+    let (pre, build) = match rest.as_bytes().first() {
+        None => ("", None),
+        Some(b'-') => match rest[1..].split_once('+') {
+            Some((pre, build)) => (pre, Some(build)),
+            None => (&rest[1..], None),
+        },
+        Some(b'+') => ("", Some(&rest[1..])),
+        Some(_) => return None,
+    };
+    if rest.starts_with('-') && (pre.is_empty() || !pre.split('.').all(pre_identifier)) {
         return None;
     }
-    let mut parts = core.split('.');
-    let (major, minor, patch) =
-        (number(parts.next()?)?, number(parts.next()?)?, number(parts.next()?)?);
-    if parts.next().is_some() {
+    // Build metadata: ignored, but must be well formed.
+    if build.is_some_and(|b| b.is_empty() || !b.split('.').all(identifier)) {
         return None;
     }
-    let ordering = (major, minor, patch).cmp(&(rule.major, rule.minor, rule.patch));
+    let ordering = core.cmp(&[rule.major, rule.minor, rule.patch]);
     if ordering != Ordering::Equal {
         return Some(ordering);
     }
     Some(pre_cmp(pre, &rule.pre))
-}
-
-/// A numeric version component: digits, without a leading zero.
-fn number(s: &str) -> Option<u64> {
-    if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    s.parse().ok()
 }
 
 fn identifier(s: &str) -> bool {

@@ -45,7 +45,7 @@ use open_feature::provider::{
 };
 use open_feature::{
     EvaluationContext, EvaluationContextFieldValue, EvaluationError, EvaluationErrorCode,
-    EvaluationReason, EvaluationResult, FlagMetadata, StructValue,
+    EvaluationReason, EvaluationResult, FlagMetadata, StructValue, Value,
 };
 
 use crate::{Context, Evaluation, FlagStore, Reason, Snapshot};
@@ -77,6 +77,7 @@ impl FlagstoneProvider {
 struct Details {
     enabled: bool,
     variant: Option<String>,
+    value: Option<serde_json::Value>,
     reason: Result<EvaluationReason, EvaluationError>,
     metadata: FlagMetadata,
 }
@@ -107,7 +108,13 @@ impl Details {
         let metadata = FlagMetadata::default()
             .with_value("stage", ev.reason.label())
             .with_value("version", version);
-        Self { enabled: ev.enabled, variant: ev.variant.map(str::to_owned), reason, metadata }
+        Self {
+            enabled: ev.enabled,
+            variant: ev.variant.map(str::to_owned),
+            value: ev.value.cloned(),
+            reason,
+            metadata,
+        }
     }
 }
 
@@ -154,10 +161,62 @@ impl<'c> OwnedFields<'c> {
     }
 }
 
-fn type_mismatch(flag: &str, what: &str) -> EvaluationError {
+fn type_mismatch(flag: &str, what: &str, value: &serde_json::Value) -> EvaluationError {
     EvaluationError {
         code: EvaluationErrorCode::TypeMismatch,
-        message: Some(format!("flag {flag:?} resolves to on/off and a variant, not {what}")),
+        message: Some(format!("flag {flag:?} has the value {value}, not {what}")),
+    }
+}
+
+/// No value for the context: off, or none configured. The client returns
+/// the application's default.
+fn no_value(flag: &str, details: &Details) -> EvaluationError {
+    let why =
+        if details.enabled { "the flag has no value for it" } else { "the flag is off for it" };
+    EvaluationError {
+        code: EvaluationErrorCode::General(format!("flag {flag:?} gives this context no value")),
+        message: Some(why.to_owned()),
+    }
+}
+
+/// A JSON value as OpenFeature's.
+fn to_value(value: &serde_json::Value) -> Option<Value> {
+    Some(match value {
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64()?),
+        },
+        serde_json::Value::String(s) => Value::String(s.clone()),
+        serde_json::Value::Array(items) => {
+            Value::Array(items.iter().filter_map(to_value).collect())
+        }
+        serde_json::Value::Object(fields) => Value::Struct(StructValue {
+            fields: fields.iter().filter_map(|(k, v)| Some((k.clone(), to_value(v)?))).collect(),
+        }),
+        serde_json::Value::Null => return None,
+    })
+}
+
+impl FlagstoneProvider {
+    /// Resolves a flag's value into the type asked for, or says why not.
+    fn typed<T>(
+        &self,
+        flag: &str,
+        context: &EvaluationContext,
+        what: &str,
+        read: impl Fn(&serde_json::Value) -> Option<T>,
+    ) -> EvaluationResult<ResolutionDetails<T>> {
+        let (_, d) = self.evaluate(flag, context);
+        let reason = d.reason.clone()?;
+        let Some(value) = &d.value else { return Err(no_value(flag, &d)) };
+        let typed = read(value).ok_or_else(|| type_mismatch(flag, what, value))?;
+        Ok(ResolutionDetails {
+            value: typed,
+            variant: d.variant,
+            reason: Some(reason),
+            flag_metadata: Some(d.metadata),
+        })
     }
 }
 
@@ -192,6 +251,16 @@ impl FeatureProvider for FlagstoneProvider {
         evaluation_context: &EvaluationContext,
     ) -> EvaluationResult<ResolutionDetails<String>> {
         let (_, d) = self.evaluate(flag_key, evaluation_context);
+        // A string value when the context has one; else the variant's name.
+        if let Some(serde_json::Value::String(text)) = &d.value {
+            let reason = d.reason.clone()?;
+            return Ok(ResolutionDetails {
+                value: text.clone(),
+                variant: d.variant,
+                reason: Some(reason),
+                flag_metadata: Some(d.metadata),
+            });
+        }
         let reason = d.reason?;
         let Some(variant) = d.variant else {
             return Err(EvaluationError {
@@ -212,24 +281,27 @@ impl FeatureProvider for FlagstoneProvider {
     async fn resolve_int_value(
         &self,
         flag_key: &str,
-        _: &EvaluationContext,
+        evaluation_context: &EvaluationContext,
     ) -> EvaluationResult<ResolutionDetails<i64>> {
-        Err(type_mismatch(flag_key, "an integer"))
+        self.typed(flag_key, evaluation_context, "an integer", serde_json::Value::as_i64)
     }
 
     async fn resolve_float_value(
         &self,
         flag_key: &str,
-        _: &EvaluationContext,
+        evaluation_context: &EvaluationContext,
     ) -> EvaluationResult<ResolutionDetails<f64>> {
-        Err(type_mismatch(flag_key, "a float"))
+        self.typed(flag_key, evaluation_context, "a float", serde_json::Value::as_f64)
     }
 
     async fn resolve_struct_value(
         &self,
         flag_key: &str,
-        _: &EvaluationContext,
+        evaluation_context: &EvaluationContext,
     ) -> EvaluationResult<ResolutionDetails<StructValue>> {
-        Err(type_mismatch(flag_key, "a structure"))
+        self.typed(flag_key, evaluation_context, "a structure", |v| match to_value(v)? {
+            Value::Struct(s) => Some(s),
+            _ => None,
+        })
     }
 }

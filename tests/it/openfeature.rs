@@ -101,6 +101,41 @@ async fn unknown_flags_and_missing_variants_fall_back_to_the_callers_default() {
     let value = client.get_string_value("checkout", Some(&bank), None).await;
     assert_eq!(value.unwrap_or_else(|_| "control".into()), "control");
     assert!(client.get_string_value("everyone", None, None).await.is_err());
-    let err = client.get_int_value("everyone", None, None).await.expect_err("not an integer");
+    // No value configured: an error, so the client's default.
+    assert!(client.get_int_value("everyone", None, None).await.is_err());
+}
+
+#[tokio::test]
+async fn integers_floats_strings_and_structures_resolve_from_values() {
+    let store = Arc::new(
+        FlagStore::from_json(
+            r#"{ "version": 1, "flags": {
+                "rate": { "enabled": true, "value": 250 },
+                "ratio": { "enabled": true, "value": 0.25 },
+                "limits": { "enabled": true, "value": { "rate": 100, "burst": [1, 2], "name": "eu" } },
+                "banner": { "enabled": true, "variants": [ { "name": "a", "weight": 1, "value": "Hello" } ] },
+                "off": { "enabled": false, "value": 7 } } }"#,
+        )
+        .expect("valid"),
+    );
+    let client = client(store).await;
+    let c = ctx("u-1");
+    assert_eq!(client.get_int_value("rate", Some(&c), None).await.expect("int"), 250);
+    assert_eq!(client.get_float_value("ratio", Some(&c), None).await.expect("float"), 0.25);
+    assert_eq!(
+        client.get_float_value("rate", Some(&c), None).await.expect("an int reads as a float"),
+        250.0
+    );
+    let details = client.get_string_details("banner", Some(&c), None).await.expect("string");
+    assert_eq!((details.value.as_str(), details.variant.as_deref()), ("Hello", Some("a")));
+    let limits = client
+        .get_struct_value::<open_feature::StructValue>("limits", Some(&c), None)
+        .await
+        .expect("struct");
+    assert_eq!(limits.fields.get("rate"), Some(&open_feature::Value::Int(100)));
+    assert_eq!(limits.fields.get("name"), Some(&open_feature::Value::String("eu".into())));
+    let err =
+        client.get_int_value("ratio", Some(&c), None).await.expect_err("a float is not an int");
     assert_eq!(err.code, EvaluationErrorCode::TypeMismatch);
+    assert!(client.get_int_value("off", Some(&c), None).await.is_err(), "off: the default");
 }

@@ -120,8 +120,77 @@ impl Ctx {
     }
 }
 
+/// A rule read literally: the attribute's value, the operator as its name
+/// says, `negate` last; semantic versions by the `semver` crate.
+fn naive_rule(rule: &flagstone::config::Rule, ctx: &Ctx) -> bool {
+    use flagstone::config::Operator as Op;
+    let strings = || -> Vec<String> {
+        rule.value
+            .iter()
+            .chain(rule.values.iter().flatten())
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .collect()
+    };
+    let fold = |s: &str| if rule.case_insensitive { s.to_lowercase() } else { s.to_owned() };
+    let matched = ctx.value(&rule.attribute).is_some_and(|value| {
+        let value = fold(value);
+        let number = |v: &str| v.trim().parse::<f64>().ok();
+        let target = rule.value.as_ref().and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let version = |v: &str| semver::Version::parse(v).ok();
+        let rule_version = || version(rule.value.as_ref().and_then(Value::as_str).unwrap_or(""));
+        match rule.op {
+            Op::In => strings().iter().any(|s| fold(s) == value),
+            Op::StartsWith => strings().iter().any(|s| value.starts_with(&fold(s))),
+            Op::EndsWith => strings().iter().any(|s| value.ends_with(&fold(s))),
+            Op::Contains => strings().iter().any(|s| value.contains(&fold(s))),
+            Op::Eq => number(&value) == Some(target),
+            Op::Lt => number(&value).is_some_and(|n| n < target),
+            Op::Lte => number(&value).is_some_and(|n| n <= target),
+            Op::Gt => number(&value).is_some_and(|n| n > target),
+            Op::Gte => number(&value).is_some_and(|n| n >= target),
+            op => {
+                let (Some(v), Some(r)) = (version(&value), rule_version()) else { return false };
+                let o = v.cmp_precedence(&r);
+                match op {
+                    Op::SemverEq => o.is_eq(),
+                    Op::SemverLt => o.is_lt(),
+                    Op::SemverLte => o.is_le(),
+                    Op::SemverGt => o.is_gt(),
+                    _ => o.is_ge(),
+                }
+            }
+        }
+    });
+    matched != rule.negate
+}
+
 fn naive(config: &Config, key: &str, ctx: &Ctx, now_ms: i64) -> (bool, Option<String>, String) {
-    let Some(flag) = config.flags.get(key) else { return (false, None, "unknown".into()) };
+    naive_valued(config, key, ctx, now_ms).0
+}
+
+/// The decision, the variant, the reason's label, and the value.
+type Decision = ((bool, Option<String>, String), Option<Value>);
+
+fn naive_valued(config: &Config, key: &str, ctx: &Ctx, now_ms: i64) -> Decision {
+    let Some(flag) = config.flags.get(key) else { return ((false, None, "unknown".into()), None) };
+    let decided = naive_decide(config, flag, key, ctx, now_ms);
+    let value = match (&decided.0, &decided.1) {
+        (false, _) => None,
+        (true, Some(name)) => {
+            flag.variants.iter().find(|v| &v.name == name).and_then(|v| v.value.clone())
+        }
+        (true, None) => flag.value.clone(),
+    };
+    (decided, value)
+}
+
+fn naive_decide(
+    config: &Config,
+    flag: &flagstone::config::Flag,
+    key: &str,
+    ctx: &Ctx,
+    now_ms: i64,
+) -> (bool, Option<String>, String) {
     if !flag.enabled {
         return (false, None, "off".into());
     }
@@ -138,7 +207,16 @@ fn naive(config: &Config, key: &str, ctx: &Ctx, now_ms: i64) -> (bool, Option<St
                 .iter()
                 .flatten()
                 .all(|(k, vs)| ctx.attr(k).is_some_and(|v| vs.iter().any(|x| x == v)))
+            && c.rules.iter().flatten().all(|r| naive_rule(r, ctx))
     };
+    // Prerequisites, read literally: each required flag on for the same
+    // context (in the variant named).
+    for req in &flag.requires {
+        let (on, variant, _) = naive(config, &req.flag, ctx, now_ms);
+        if !on || req.variant.as_ref().is_some_and(|v| variant.as_ref() != Some(v)) {
+            return (false, None, "prerequisite".into());
+        }
+    }
     if flag.exclude.iter().any(in_cohort) {
         return (false, None, "excluded".into());
     }
@@ -180,14 +258,45 @@ fn naive(config: &Config, key: &str, ctx: &Ctx, now_ms: i64) -> (bool, Option<St
 const TENANTS: &[&str] = &["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9"];
 const USERS: &[&str] = &["u0", "u1", "u2", "u3", "u4", "u5"];
 const REGIONS: &[&str] = &["eu", "us", "ap"];
-const ATTRS: &[&str] = &["plan", "tier"];
-const VALUES: &[&str] = &["a", "b", "c"];
+const ATTRS: &[&str] = &["plan", "tier", "seats", "ver"];
+const VALUES: &[&str] = &["a", "b", "c", "A", "5", "50", "1.2.3", "2.0.0-rc.1", "2.0.0", "v1"];
 const TIMES: &[&str] = &["2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z", "2027-01-01T00:00:00Z"];
 const NOW: &str = "2026-03-01T00:00:00Z";
 
 fn some_of(pool: &'static [&'static str]) -> impl Strategy<Value = Vec<String>> {
     prop::sample::subsequence(pool, 1..=pool.len().min(4))
         .prop_map(|v| v.into_iter().map(String::from).collect())
+}
+
+fn rule() -> impl Strategy<Value = Value> {
+    let ops = prop::sample::select(
+        &[
+            "in",
+            "starts_with",
+            "ends_with",
+            "contains",
+            "eq",
+            "lt",
+            "gte",
+            "semver_eq",
+            "semver_lt",
+            "semver_gte",
+        ][..],
+    );
+    (prop::sample::select(ATTRS), ops, some_of(VALUES), any::<bool>(), any::<bool>(), 0u32..100)
+        .prop_map(|(attribute, op, values, negate, fold, number)| {
+            let mut r = json!({ "attribute": attribute, "op": op, "negate": negate });
+            match op {
+                "in" => r["values"] = json!(values),
+                "starts_with" | "ends_with" | "contains" => r["values"] = json!(values),
+                "eq" | "lt" | "gte" => r["value"] = json!(number),
+                _ => r["value"] = json!(["1.2.3", "2.0.0-rc.1", "2.0.0"][number as usize % 3]),
+            }
+            if fold && !op.starts_with("semver") && !matches!(op, "eq" | "lt" | "gte") {
+                r["case_insensitive"] = json!(true);
+            }
+            r
+        })
 }
 
 fn cohort() -> impl Strategy<Value = Value> {
@@ -200,8 +309,9 @@ fn cohort() -> impl Strategy<Value = Value> {
             some_of(VALUES),
             1..=2,
         )),
+        prop::option::of(prop::collection::vec(rule(), 1..=3)),
     )
-        .prop_map(|(tenants, users, regions, attributes)| {
+        .prop_map(|(tenants, users, regions, attributes, rules)| {
             let mut c = serde_json::Map::new();
             let mut put = |k: &str, v: Option<Value>| {
                 if let Some(v) = v {
@@ -212,6 +322,7 @@ fn cohort() -> impl Strategy<Value = Value> {
             put("users", users.map(|v| json!(v)));
             put("regions", regions.map(|v| json!(v)));
             put("attributes", attributes.map(|v| json!(v)));
+            put("rules", rules.map(|v| json!(v)));
             if c.is_empty() {
                 c.insert("regions".into(), json!(["eu"]));
             }
@@ -236,9 +347,10 @@ fn flag(cohort_count: usize) -> impl Strategy<Value = Value> {
         refs,
         prop::collection::vec(stage, 0..=4),
         any::<prop::sample::Index>(),
-        prop::collection::vec(0u32..5, 0..=3),
+        prop::collection::vec((0u32..5, prop::option::of(0i64..100)), 0..=3),
+        prop::option::of(0i64..100),
     )
-        .prop_map(|(enabled, salt, bucket_by, exclude, stages, current, weights)| {
+        .prop_map(|(enabled, salt, bucket_by, exclude, stages, current, weights, value)| {
             let mut f = json!({ "enabled": enabled, "exclude": exclude });
             if let Some(s) = salt {
                 f["salt"] = json!(s);
@@ -264,13 +376,21 @@ fn flag(cohort_count: usize) -> impl Strategy<Value = Value> {
                 f["stage"] = json!(format!("s{}", current.index(stages.len())));
                 f["stages"] = json!(stages);
             }
-            if weights.iter().any(|&w| w > 0) {
+            if weights.iter().any(|&(w, _)| w > 0) {
                 let variants: Vec<Value> = weights
                     .iter()
                     .enumerate()
-                    .map(|(i, w)| json!({ "name": format!("v{i}"), "weight": w }))
+                    .map(|(i, (w, v))| {
+                        let mut variant = json!({ "name": format!("v{i}"), "weight": w });
+                        if let Some(v) = v {
+                            variant["value"] = json!({ "n": v });
+                        }
+                        variant
+                    })
                     .collect();
                 f["variants"] = json!(variants);
+            } else if let Some(v) = value {
+                f["value"] = json!(v);
             }
             f
         })
@@ -278,15 +398,41 @@ fn flag(cohort_count: usize) -> impl Strategy<Value = Value> {
 
 fn config() -> impl Strategy<Value = String> {
     (1usize..=4).prop_flat_map(|n| {
-        (prop::collection::vec(cohort(), n), prop::collection::vec(flag(n), 1..=4)).prop_map(
-            |(cohorts, flags)| {
+        let requirement =
+            (any::<prop::sample::Index>(), any::<bool>(), any::<prop::sample::Index>());
+        (
+            prop::collection::vec(cohort(), n),
+            prop::collection::vec(flag(n), 1..=4),
+            prop::collection::vec(prop::collection::vec(requirement, 0..=2), 4),
+        )
+            .prop_map(|(cohorts, mut flags, requires)| {
+                // Each flag may require flags before it (no cycles), in a
+                // variant of theirs when they have one.
+                for i in 1..flags.len() {
+                    let mut list = Vec::new();
+                    for (which, with_variant, variant) in &requires[i] {
+                        let j = which.index(i);
+                        let name = format!("f{j}");
+                        if list.iter().any(|r: &Value| r["flag"] == json!(name)) {
+                            continue;
+                        }
+                        let mut r = json!({ "flag": name });
+                        let count = flags[j]["variants"].as_array().map_or(0, Vec::len);
+                        if *with_variant && count > 0 {
+                            r["variant"] = json!(format!("v{}", variant.index(count)));
+                        }
+                        list.push(r);
+                    }
+                    if !list.is_empty() {
+                        flags[i]["requires"] = json!(list);
+                    }
+                }
                 let cohorts: serde_json::Map<String, Value> =
                     cohorts.into_iter().enumerate().map(|(i, c)| (format!("c{i}"), c)).collect();
                 let flags: serde_json::Map<String, Value> =
                     flags.into_iter().enumerate().map(|(i, f)| (format!("f{i}"), f)).collect();
                 json!({ "version": 1, "cohorts": cohorts, "flags": flags }).to_string()
-            },
-        )
+            })
     })
 }
 
@@ -322,8 +468,9 @@ proptest! {
             for key in config.flags.keys().map(String::as_str).chain(["missing"]) {
                 let ctx = c.context();
                 let ev = store.evaluate(key, &ctx);
-                let (enabled, variant, label) = naive(&config, key, c, now);
+                let ((enabled, variant, label), value) = naive_valued(&config, key, c, now);
                 prop_assert_eq!(ev.enabled, enabled, "{} for {:?}", key, c);
+                prop_assert_eq!(ev.value.cloned(), value, "{} for {:?}", key, c);
                 prop_assert_eq!(ev.variant.map(str::to_owned), variant, "{} for {:?}", key, c);
                 prop_assert_eq!(ev.reason.label(), label.as_str(), "{} for {:?}", key, c);
                 prop_assert_eq!(store.is_enabled(key, &ctx), enabled);

@@ -19,6 +19,16 @@ struct Estimate {
 }
 
 pub(crate) fn describe_cohort(name: &str, cohort: Option<&Cohort>) -> String {
+    let described = describe_lists(name, cohort);
+    let rules = cohort.and_then(|c| c.rules.as_ref()).map_or(0, Vec::len);
+    match rules {
+        0 => described,
+        1 => described.replacen(')', ", 1 rule)", 1),
+        n => described.replacen(')', &format!(", {n} rules)"), 1),
+    }
+}
+
+fn describe_lists(name: &str, cohort: Option<&Cohort>) -> String {
     let Some(c) = cohort else { return name.to_owned() };
     let mut parts = Vec::new();
     for (field, list) in [("tenant", &c.tenants), ("user", &c.users), ("region", &c.regions)] {
@@ -120,14 +130,19 @@ pub(crate) fn run(
                         String::new(),
                     ]);
                 }
-                if flips.variant_changed > 0 {
-                    radius.row(vec![
-                        "  variant changed".to_owned(),
-                        String::new(),
-                        String::new(),
-                        share(flips.variant_changed),
-                        String::new(),
-                    ]);
+                for (what, n) in [
+                    ("variant changed", flips.variant_changed),
+                    ("value changed", flips.value_changed),
+                ] {
+                    if n > 0 {
+                        radius.row(vec![
+                            format!("  {what}"),
+                            String::new(),
+                            String::new(),
+                            share(n),
+                            String::new(),
+                        ]);
+                    }
                 }
                 radius_json.insert(key.clone(), serde_json::to_value(flips)?);
             }

@@ -47,6 +47,9 @@ pub(crate) fn run(
         why.variant.as_ref().map(|v| format!("  variant {v:?}")).unwrap_or_default()
     );
     outln!("  reason       {}", why.summary);
+    if let Some(value) = &why.value {
+        outln!("  value        {value}");
+    }
     if !why.known {
         return Ok(ExitCode::SUCCESS);
     }
@@ -61,6 +64,21 @@ pub(crate) fn run(
             percent(b)
         ),
         _ => outln!("  bucket_by    {by}: the context has no {by}, so it is in no percentage"),
+    }
+    if !why.prerequisites.is_empty() {
+        outln!("  prerequisites");
+        for p in &why.prerequisites {
+            let required = match &p.variant {
+                Some(v) => format!("{} in variant {v:?}", p.flag),
+                None => format!("{} on", p.flag),
+            };
+            let verdict = match p.met {
+                Some(true) => "met".to_owned(),
+                Some(false) => style.bad("NOT MET: the flag is off"),
+                None => "not checked".to_owned(),
+            };
+            outln!("    {required:<30} {verdict}");
+        }
     }
     if !why.exclusions.is_empty() {
         outln!("  exclusions");

@@ -78,6 +78,17 @@ pub(crate) fn run(
         if !flag.exclude.is_empty() {
             notes.push(format!("excluding {}", flag.exclude.join(", ")));
         }
+        if !flag.requires.is_empty() {
+            let required: Vec<String> = flag
+                .requires
+                .iter()
+                .map(|r| match &r.variant {
+                    Some(v) => format!("{} ({v})", r.flag),
+                    None => r.flag.clone(),
+                })
+                .collect();
+            notes.push(format!("requires {}", required.join(", ")));
+        }
         if !flag.enabled {
             notes.push(style.bad("KILL SWITCH SET: off for everyone"));
         }
