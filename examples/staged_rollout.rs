@@ -296,8 +296,9 @@ fn main() -> Result<(), Box<dyn Error>> {
 }
 
 /// A second release, `search-v2`, whose canary has a bug: 10% of its
-/// requests fail against 1% elsewhere. Its guard steps the canary back on
-/// this instance within seconds of simulated traffic.
+/// requests fail against 1% elsewhere. Its guard compares the tenants the
+/// canary exposes with the tenants it holds back, and steps the canary
+/// back on this instance within seconds of simulated traffic.
 fn guarded_canary() -> Result<bool, Box<dyn Error>> {
     println!("\n11. a guarded canary with a bug (simulated traffic, one request a millisecond)");
     let clock = Arc::new(ManualClock::from_rfc3339("2026-12-01T03:00:00Z")?);
@@ -317,21 +318,29 @@ fn guarded_canary() -> Result<bool, Box<dyn Error>> {
             "flags": { "search-v2": {
             "enabled": true, "bucket_by": "tenant",
             "stages": [ { "name": "internal", "cohorts": ["staff"] },
-                        { "name": "canary", "percent": 10 } ],
+                        { "name": "canary", "percent": 20 } ],
             "stage": "canary",
-            "guard": { "max_error_ratio": 2.0, "min_samples": 200, "window_secs": 60 }
+            "guard": { "holdback": 20, "max_error_ratio": 2.0, "min_units": 100,
+                       "window_secs": 600 }
         } } })
         .to_string(),
     )?;
-    for i in 0..20_000 {
-        let tenant = format!("tenant-{i:05}");
-        let ctx = Context::new().tenant(&tenant);
+    // 5,000 tenants send requests in turn; a unit counts from 10 outcomes.
+    let tenants: Vec<String> = (0..5_000).map(|i| format!("tenant-{i:05}")).collect();
+    for i in 0..200_000u64 {
+        let ctx = Context::new().tenant(&tenants[i as usize % tenants.len()]);
         let every = if store.is_enabled("search-v2", &ctx) { 10 } else { 100 };
-        let outcome = if i % every == 0 { Outcome::Error } else { Outcome::Success };
+        // A deterministic draw stands in for chance.
+        let draw = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+        let outcome = if draw.is_multiple_of(every) { Outcome::Error } else { Outcome::Success };
         store.record("search-v2", &ctx, outcome);
         clock.advance(Duration::from_millis(1));
         if i % 100 == 0 {
             store.check_guards();
+            if tripped.load(Ordering::Relaxed) {
+                println!("{:<38}  after {} simulated seconds", "", i / 1_000);
+                break;
+            }
         }
     }
     let open = (0..1_000).any(|i| {

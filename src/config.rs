@@ -224,8 +224,8 @@ pub struct Flag {
     /// context before this one is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requires: Vec<Requirement>,
-    /// Rolls the newest stage back on this instance when its error rate
-    /// runs away from the not-exposed group's (see [`Guard`]).
+    /// Steps the newest stage back on this instance when the units it
+    /// exposes do credibly worse than a control group (see [`Guard`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<Guard>,
 }

@@ -1,27 +1,29 @@
 //! The statistics of guards: is the exposed group credibly worse than its
-//! control? One public function per test, over plain counts, so that a
+//! control? One public test per question, over plain counts, so that a
 //! flag's guard (on one instance's traffic) and the fleet controller
 //! `flagstone rollout` (on the fleet's, summed from Prometheus) run exactly
 //! the same code.
 //!
-//! - [`compare_error_rates`]: the mean of the units' own error rates, exposed
-//!   against control, by ratio or by absolute increase.
-//! - [`compare_latency`]: the exposed group's latency at a quantile against
-//!   the control's, from the fixed log-scale histograms.
+//! - [`ErrorTest`]: the mean of the units' own error rates, exposed against
+//!   control, by ratio or by absolute increase.
+//! - [`LatencyTest`]: the exposed group's latency at a quantile against the
+//!   control's, from the fixed log-scale histograms.
 //! - [`sample_ratio_mismatch`]: whether the split of units between exposed
 //!   and held-back departs from the configured one.
 //!
-//! The first two are **always valid**: a guard may look after every
-//! outcome, and a healthy stage still trips with probability at most
-//! `1 - confidence` over a window. Each builds a confidence sequence for the
-//! difference the rule cares about (exposed minus ratio × control, or minus
-//! control plus the increase) and trips when its lower bound is above zero.
-//! The sequence is Robbins' normal mixture over the difference's
-//! information (its inverse variance), with the units' sample variances
-//! plugged in: an asymptotic confidence sequence in the sense of
-//! Waudby-Smith, Arnold, Wu, Howard and Ramdas (2021). `docs/guards.md` has
-//! the formulas, the references, what is exact and what is approximate, and
-//! the false-trip rate and power measured by seeded simulation.
+//! The first two are sequential: a guard may look every second, and a
+//! stage at the rule's edge (say exactly twice the control's errors under a
+//! 2x rule) trips with probability at most `1 - confidence` over a window
+//! however often it looks. Each is a one-sided normal-mixture test (the
+//! mSPRT of Johari et al., Robbins' mixture) on the difference the rule is
+//! about, in information time, with small-sample corrections: units count
+//! once they have [`MIN_UNIT_OUTCOMES`] outcomes, the variance is the larger
+//! of the groups' own and the one implied at the rule's edge, a one-sided
+//! Hall correction for skew, and the threshold at `ln(2/α)`. That is
+//! asymptotically valid, not a theorem for small samples: `docs/guards.md`
+//! has the formulas, the references, why no exact test can work at a 1%
+//! error rate with a few hundred units, and the error rates measured by
+//! seeded simulation.
 
 use super::metrics::{LATENCY_BOUNDS, LATENCY_BUCKETS, Latency};
 
@@ -149,87 +151,186 @@ pub struct Comparison {
     pub enough: bool,
 }
 
-/// How far below a difference estimated with variance `variance` its true
-/// value may be, at every look, with probability at most `1 - confidence`:
-/// the one-sided normal-mixture boundary of Howard, Ramdas, McAuliffe and
-/// Sekhon (2021, eq. 14) over the difference's information `I = 1/variance`,
-/// `sqrt(2 (I + ρ) ln(sqrt((I + ρ)/ρ) / (2α) + 1)) / I`, with `ρ` chosen so
-/// the boundary is narrowest at information `tuned`.
-pub fn mixture_width(variance: f64, tuned: f64, confidence: f64) -> f64 {
-    let alpha = (1.0 - confidence).clamp(1e-12, 0.5);
-    let information = 1.0 / variance.max(1e-18);
-    // For the two-sided mixture the best ρ at I is I/x with
-    // x = 2L + ln(1 + x), L = ln(1/α) (x ≈ 8 at α = 0.05); the one-sided
-    // boundary is flat enough near it that the same choice serves.
-    let two_l = 2.0 * (1.0 / alpha).ln();
-    let mut x = two_l;
-    for _ in 0..8 {
-        x = two_l + (1.0 + x).ln();
-    }
-    let rho = tuned.max(1e-18) / x;
-    let v = information + rho;
-    let width = (2.0 * v * ((v / rho).sqrt() / (2.0 * alpha) + 1.0).ln()).sqrt();
-    width / information
-}
+/// Units count in [`UnitRates`] once they have this many outcomes in the
+/// window: a unit's rate over one or two requests is 0 or 1, and such units
+/// make the difference's distribution far from normal.
+pub const MIN_UNIT_OUTCOMES: u64 = 10;
 
-/// Whether the exposed units' mean error rate is credibly worse than the
-/// control's by `rule`, with `confidence` over every look (an always-valid
-/// test); nothing is decided until both groups have `min_units` units.
+/// The number of units at which the test's boundary is narrowest (it is
+/// flat around it: four times more or fewer costs little).
+pub const TARGET_UNITS: u64 = 200;
+
+/// A sequential test of "exposed is worse than control by this rule", over
+/// one window: keep it between looks, [`ErrorTest::check`] at every look.
+///
+/// It remembers one number, the calibration of information time at the
+/// first look with enough units, so the same test must see the same
+/// window's evidence grow (start a new one for a new window).
 ///
 /// # Example
 ///
 /// ```
-/// use flagstone::observe::evidence::{ErrorRule, UnitRates, compare_error_rates};
+/// use flagstone::observe::evidence::{ErrorRule, ErrorTest, UnitRates};
 ///
 /// let (mut exposed, mut control) = (UnitRates::default(), UnitRates::default());
 /// for i in 0..300 {
-///     // Ten outcomes a unit: 15% errors exposed, 2.5% in the control.
-///     exposed.add(10, if i % 10 < 3 { 5 } else { 0 });
-///     control.add(10, if i % 20 == 0 { 5 } else { 0 });
+///     // Twenty outcomes a unit: 15% errors exposed, 2.5% in the control.
+///     exposed.add(20, if i % 10 < 3 { 10 } else { 0 });
+///     control.add(20, if i % 20 == 0 { 10 } else { 0 });
 /// }
-/// let c = compare_error_rates(&exposed, &control, ErrorRule::Ratio(2.0), 0.95, 100);
+/// let mut test = ErrorTest::new(ErrorRule::Ratio(2.0), 0.95, 100);
+/// let c = test.check(&exposed, &control);
 /// assert!(c.regressed && c.lower > 0.0);
-/// let same = compare_error_rates(&control, &control, ErrorRule::Ratio(2.0), 0.95, 100);
-/// assert!(!same.regressed);
+/// let mut same = ErrorTest::new(ErrorRule::Ratio(2.0), 0.95, 100);
+/// assert!(!same.check(&control, &control).regressed);
 /// ```
-pub fn compare_error_rates(
-    exposed: &UnitRates,
-    control: &UnitRates,
+#[derive(Clone, Debug)]
+pub struct ErrorTest {
     rule: ErrorRule,
     confidence: f64,
     min_units: u64,
+    target: f64,
+    /// `w_E + k^2 w_C` at the first look with enough units.
+    calibration: Option<f64>,
+}
+
+impl ErrorTest {
+    /// A test of `rule` with `confidence`, deciding nothing until each
+    /// group has `min_units` units (of at least [`MIN_UNIT_OUTCOMES`]).
+    pub fn new(rule: ErrorRule, confidence: f64, min_units: u64) -> Self {
+        let target = min_units.max(TARGET_UNITS) as f64;
+        Self { rule, confidence, min_units: min_units.max(1), target, calibration: None }
+    }
+
+    /// Looks at the evidence so far.
+    pub fn check(&mut self, exposed: &UnitRates, control: &UnitRates) -> Comparison {
+        let (k, d) = match self.rule {
+            ErrorRule::Ratio(ratio) => (ratio, 0.0),
+            ErrorRule::Increase(increase) => (1.0, increase),
+        };
+        sequential(
+            exposed,
+            control,
+            k,
+            d,
+            self.confidence,
+            self.min_units,
+            self.target,
+            &mut self.calibration,
+        )
+    }
+}
+
+/// The one-sided normal-mixture test of `exposed - k × control - d > 0`
+/// (`docs/guards.md`, section "The test").
+#[allow(clippy::too_many_arguments)]
+fn sequential(
+    exposed: &UnitRates,
+    control: &UnitRates,
+    k: f64,
+    d: f64,
+    confidence: f64,
+    min_units: u64,
+    target: f64,
+    calibration: &mut Option<f64>,
 ) -> Comparison {
+    let alpha = (1.0 - confidence).clamp(1e-9, 0.5);
+    let (n_e, n_c) = (exposed.units as f64, control.units as f64);
+    let (m_e, m_c) = (exposed.mean(), control.mean());
+    let difference = m_e - k * m_c - d;
     let enough = exposed.units >= min_units && control.units >= min_units;
-    let (n_e, n_c) = (exposed.units.max(1) as f64, control.units.max(1) as f64);
-    let m = min_units.max(1) as f64;
-    // The difference the rule is about: exposed - k × control - d.
-    let (k, d) = match rule {
-        ErrorRule::Ratio(ratio) => (ratio, 0.0),
-        ErrorRule::Increase(increase) => (1.0, increase),
+    let nothing = |enough| Comparison {
+        exposed: m_e,
+        control: m_c,
+        difference,
+        lower: f64::NEG_INFINITY,
+        upper: f64::INFINITY,
+        regressed: false,
+        enough,
     };
-    let difference = exposed.mean() - k * control.mean() - d;
-    let variance = exposed.variance() / n_e + k * k * control.variance() / n_c;
-    // Tuned for the look at which the guard first may decide.
-    let tuned = 1.0 / ((exposed.variance() + k * k * control.variance()) / m).max(1e-18);
-    let third =
-        exposed.third_moment() / (n_e * n_e) - k.powi(3) * control.third_moment() / (n_c * n_c);
-    let width = mixture_width(variance, tuned, confidence);
-    // Unit error rates are skewed to the right (most units have none, a
-    // few have many): unless the two groups' skews cancel, the difference's
-    // upper tail is heavier than a normal's. A Cornish-Fisher correction
-    // widens the bound by the difference's skewness, never narrows it.
-    let sd = variance.max(1e-36).sqrt();
-    let (z, skew) = (width / sd, (third / sd.powi(3)).max(0.0));
-    let width = width + sd * skew * (z * z - 1.0).max(0.0) / 6.0;
+    if exposed.units < 2 || control.units < 2 {
+        return nothing(false);
+    }
+    // The means at the rule's edge nearest the data (a score test's
+    // restricted estimate): a control that looks clean only because its few
+    // failing units have not shown up yet is not taken at its word.
+    let mu_c0 = ((n_e * (m_e - d) + n_c * m_c) / (k * n_e + n_c)).max(0.0);
+    let mu_e0 = k * mu_c0 + d;
+    let mut pooled = *exposed;
+    pooled.merge(control);
+    // Variance over mean: as seen, or the pooled groups' for a group
+    // without errors, but never below a binomial's (units whose rates
+    // agree too well are not more certain than their outcomes make them).
+    let dispersion = |g: &UnitRates| {
+        let seen = if g.mean() > 0.0 {
+            g.variance() / g.mean()
+        } else {
+            pooled.variance() / pooled.mean().max(1e-12)
+        };
+        let per_unit = (g.outcomes as f64 / g.units.max(1) as f64).max(1.0);
+        seen.max((1.0 - g.mean()).max(0.0) / per_unit)
+    };
+    let w_e = exposed.variance().max(dispersion(exposed) * mu_e0);
+    let w_c = control.variance().max(dispersion(control) * mu_c0);
+    let variance = w_e / n_e + k * k * w_c / n_c;
+    if !(variance > 0.0 && variance.is_finite()) {
+        return nothing(enough);
+    }
+    let sd = variance.sqrt();
+    let t = (difference / sd).clamp(-1e6, 1e6);
+    // Hall's correction for the skew of unit rates, only ever against a trip.
+    let gamma = (exposed.third_moment() / (n_e * n_e)
+        - k.powi(3) * control.third_moment() / (n_c * n_c))
+        / variance.powf(1.5);
+    let corrected = t + gamma * (2.0 * t * t + 1.0) / 6.0 + gamma * gamma * t.powi(3) / 27.0;
+    let t = if corrected.is_finite() { t.min(corrected) } else { t };
+    // Information time, calibrated at the first look with enough units: V
+    // is about the number of units then, and grows as unit rates sharpen.
+    if enough && calibration.is_none() {
+        *calibration = Some(w_e + k * k * w_c);
+    }
+    let Some(c0) = *calibration else { return nothing(false) };
+    let v = c0 / variance;
+    let s = t * v.sqrt();
+    let two_l = 2.0 * (1.0 / (2.0 * alpha)).ln();
+    let rho = target / (two_l + (1.0 + two_l).ln());
+    let log_m = 0.5 * (4.0 * rho / (v + rho)).ln()
+        + s * s / (2.0 * (v + rho))
+        + ln_phi(s / (v + rho).sqrt());
+    // The reported bound: the closed two-sided mixture at α/2.
+    let b = ((v + rho) * ((1.0 + v / rho).ln() + 2.0 * (2.0 / alpha).ln())).sqrt();
+    let width = sd * b / v.sqrt();
     Comparison {
-        exposed: exposed.mean(),
-        control: control.mean(),
+        exposed: m_e,
+        control: m_c,
         difference,
         lower: difference - width,
         upper: difference + width,
-        regressed: enough && difference - width > 0.0,
+        regressed: enough && difference > 0.0 && log_m >= (2.0 / alpha).ln(),
         enough,
     }
+}
+
+/// `ln Φ(x)`, the log of the standard normal distribution function.
+fn ln_phi(x: f64) -> f64 {
+    (0.5 * erfc(-x / std::f64::consts::SQRT_2)).max(1e-300).ln()
+}
+
+/// The complementary error function (Numerical Recipes' Chebyshev fit,
+/// relative error below 1.2e-7).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = t * poly.exp();
+    if x >= 0.0 { r } else { 2.0 - r }
 }
 
 /// The latency at `quantile` of a histogram, interpolated within its
@@ -264,17 +365,6 @@ pub fn latency_quantile(histogram: &Latency, quantile: f64) -> Option<f64> {
 /// The share of a histogram's samples above `seconds`, interpolated as
 /// [`latency_quantile`] does.
 pub fn share_above(histogram: &Latency, seconds: f64) -> f64 {
-    share_above_by(histogram, seconds, true)
-}
-
-/// The share of a histogram's samples surely above `seconds`: only the
-/// buckets wholly above it. A lower bound, so that no guess about how
-/// latencies spread within a bucket can make a stage look slower.
-pub fn share_surely_above(histogram: &Latency, seconds: f64) -> f64 {
-    share_above_by(histogram, seconds, false)
-}
-
-fn share_above_by(histogram: &Latency, seconds: f64, interpolate: bool) -> f64 {
     let total = histogram.count();
     if total == 0 {
         return 0.0;
@@ -288,7 +378,7 @@ fn share_above_by(histogram: &Latency, seconds: f64, interpolate: bool) -> f64 {
         let hi = LATENCY_BOUNDS.get(i).map_or(2.0 * lo, |b| b.as_secs_f64());
         if seconds <= lo {
             above += n;
-        } else if seconds < hi && interpolate {
+        } else if seconds < hi {
             above += if i == 0 {
                 n * (hi - seconds) / hi
             } else {
@@ -299,51 +389,87 @@ fn share_above_by(histogram: &Latency, seconds: f64, interpolate: bool) -> f64 {
     (above / total as f64).clamp(0.0, 1.0)
 }
 
-/// Whether the exposed group's latency at `quantile` is credibly above
-/// `max_ratio` times the control's, with `confidence` over every look.
+/// A sequential test of "the exposed group's latency at a quantile is
+/// above `max_ratio` times the control's", over one window.
 ///
-/// The quantile comparison is one of shares: if the exposed group's
-/// quantile is above `max_ratio × t` (t the control's quantile), more than
-/// `1 - quantile` of its requests are slower than `max_ratio × t`. The test
-/// compares that share with the control's share above `t` (which is
-/// `1 - quantile`), with the confidence sequence of
-/// [`compare_error_rates`] on proportions of requests. Nothing is decided
-/// until both groups have `min_samples` requests and enough for the
-/// quantile (`10 / (1 - quantile)`).
-pub fn compare_latency(
-    exposed: &Latency,
-    control: &Latency,
+/// With log2 buckets, a quantile is known to a bucket. The test reads the
+/// control's quantile bucket `b*` (the first bound past which at most
+/// `1 - quantile` of its requests lie), then compares the exposed share of
+/// requests above a real bound `b` (the first at or past `max_ratio × b*`,
+/// one bucket up for ratios up to 2) with the control's share above
+/// `b / max_ratio`, interpolated linearly in log latency (which overstates
+/// it where latencies thin out, above the mode: the careful side). The
+/// difference of the two shares is tested as [`ErrorTest`] tests rates,
+/// with requests for units. A 1.5x ratio trips from about 2x; at exactly
+/// 1.5x it does not (`docs/guards.md` has the measurements).
+#[derive(Clone, Debug)]
+pub struct LatencyTest {
     quantile: f64,
     max_ratio: f64,
     confidence: f64,
-    min_samples: u64,
-) -> Comparison {
-    let needed = min_samples.max((10.0 / (1.0 - quantile).max(1e-6)).ceil() as u64);
-    let (n_e, n_c) = (exposed.count(), control.count());
-    let threshold = latency_quantile(control, quantile).unwrap_or(f64::INFINITY);
-    // The exposed share counts only buckets wholly above the threshold:
-    // with log2 buckets, a ratio that falls within a bucket is rounded up
-    // to the bucket's end (a 1.5x rule may act as 2x), never down.
-    let p_e = share_surely_above(exposed, max_ratio * threshold);
-    let p_c = share_above(control, threshold);
-    let difference = p_e - p_c;
-    let (ne, nc) = (n_e.max(1) as f64, n_c.max(1) as f64);
-    // A share's variance, floored at one request's worth so a clean group
-    // does not claim certainty.
-    let var = |p: f64, n: f64| (p * (1.0 - p)).max(1.0 / n) / n;
-    let variance = var(p_e, ne) + var(p_c, nc);
-    let m = needed as f64;
-    let tuned = 1.0 / (var(p_e, m) + var(p_c, m)).max(1e-18);
-    let width = mixture_width(variance, tuned, confidence);
-    let enough = n_e >= needed && n_c >= needed;
-    Comparison {
-        exposed: p_e,
-        control: p_c,
-        difference,
-        lower: difference - width,
-        upper: difference + width,
-        regressed: enough && difference - width > 0.0,
-        enough,
+    min_requests: u64,
+    calibration: Option<f64>,
+}
+
+impl LatencyTest {
+    /// A test at `quantile` for `max_ratio`, deciding nothing until both
+    /// groups have `min_requests` requests, and enough for the quantile
+    /// (`10 / (1 - quantile)`).
+    pub fn new(quantile: f64, max_ratio: f64, confidence: f64, min_requests: u64) -> Self {
+        let needed = min_requests.max((10.0 / (1.0 - quantile).max(1e-6)).ceil() as u64);
+        Self {
+            quantile,
+            max_ratio: max_ratio.max(1.0),
+            confidence,
+            min_requests: needed,
+            calibration: None,
+        }
+    }
+
+    /// Looks at the window's histograms so far.
+    pub fn check(&mut self, exposed: &Latency, control: &Latency) -> Comparison {
+        let above = |h: &Latency, j: i64| -> f64 {
+            // The share of requests above bound j (j = -1: all, past the last: none).
+            let total = h.count() as f64;
+            if j < 0 || total == 0.0 {
+                return if total == 0.0 { 0.0 } else { 1.0 };
+            }
+            let j = j as usize;
+            h.buckets.iter().skip(j + 1).sum::<u64>() as f64 / total
+        };
+        let bounds = LATENCY_BOUNDS.len() as i64;
+        let star =
+            (0..bounds).find(|&j| above(control, j) <= 1.0 - self.quantile).unwrap_or(bounds - 1);
+        let up = self.max_ratio.log2();
+        let j_e = (star + up.ceil() as i64 - 1).clamp(0, bounds - 1);
+        let u = j_e as f64 - up;
+        let (i0, f) = (u.floor() as i64, u - u.floor());
+        // Per request: exposed 1 above b_jE; control (1 - f)·1[above b_i0] + f·1[above b_i0+1].
+        let (n_e, n_c) = (exposed.count(), control.count());
+        let y = above(exposed, j_e);
+        let (lo, hi) = (above(control, i0), above(control, i0 + 1));
+        let sum = y * n_e as f64;
+        let e = UnitRates::new(n_e, n_e, sum, sum, sum);
+        // Values 1 (above b_i0+1), 1 - f (between), 0 (below b_i0).
+        let (p1, pmid) = (hi, (lo - hi).max(0.0));
+        let (mid, n) = (1.0 - f, n_c as f64);
+        let c = UnitRates::new(
+            n_c,
+            n_c,
+            (p1 + pmid * mid) * n,
+            (p1 + pmid * mid * mid) * n,
+            (p1 + pmid * mid.powi(3)) * n,
+        );
+        sequential(
+            &e,
+            &c,
+            1.0,
+            0.0,
+            self.confidence,
+            self.min_requests,
+            TARGET_UNITS as f64 * 10.0,
+            &mut self.calibration,
+        )
     }
 }
 
@@ -461,5 +587,74 @@ mod tests {
         assert!(!sample_ratio_mismatch(910, 90, 0.1).mismatch);
         assert!(sample_ratio_mismatch(1000, 20, 0.1).mismatch);
         assert!(sample_ratio_mismatch(700, 300, 0.1).mismatch);
+    }
+
+    fn group(units: u64, outcomes: u64, errors_every: u64, errors: u64) -> UnitRates {
+        let mut g = UnitRates::default();
+        for i in 0..units {
+            g.add(outcomes, if errors_every > 0 && i % errors_every == 0 { errors } else { 0 });
+        }
+        g
+    }
+
+    #[test]
+    fn an_error_test_decides_nothing_below_its_minimum() {
+        let (bad, good) = (group(50, 20, 2, 10), group(50, 20, 50, 1));
+        let c = ErrorTest::new(ErrorRule::Ratio(2.0), 0.95, 100).check(&bad, &good);
+        assert!(!c.enough && !c.regressed, "{c:?}");
+        let c = ErrorTest::new(ErrorRule::Ratio(2.0), 0.95, 40).check(&bad, &good);
+        assert!(c.enough && c.regressed, "{c:?}");
+    }
+
+    #[test]
+    fn an_increase_rule_trips_above_the_increase_only() {
+        // Exposed 10%, control 5%: 5 points more, in units that differ.
+        let (mut exposed, mut control) = (UnitRates::default(), UnitRates::default());
+        for i in 0..1_000 {
+            exposed.add(20, i % 5);
+            control.add(20, i % 3);
+        }
+        let mut within = ErrorTest::new(ErrorRule::Increase(0.08), 0.95, 100);
+        let c = within.check(&exposed, &control);
+        assert!(!c.regressed && c.upper < 0.0, "credibly within 8 points: {c:?}");
+        let mut over = ErrorTest::new(ErrorRule::Increase(0.01), 0.95, 100);
+        assert!(over.check(&exposed, &control).regressed);
+    }
+
+    #[test]
+    fn units_that_agree_too_well_are_no_more_certain_than_their_outcomes() {
+        // Every unit at exactly 10% and 5%: no spread between units, but
+        // 20 outcomes each cannot pin a rate down to nothing.
+        let (exposed, control) = (group(100, 20, 1, 2), group(100, 20, 1, 1));
+        let c = ErrorTest::new(ErrorRule::Increase(0.04), 0.95, 100).check(&exposed, &control);
+        assert!(c.upper.is_finite() && c.lower.is_finite() && !c.regressed, "{c:?}");
+    }
+
+    #[test]
+    fn a_clean_control_is_not_taken_at_its_word() {
+        // Exposed: 3 failing units of 200; control: none yet. A ratio to 0
+        // is infinite, but three units are not evidence of a 2x regression.
+        let (exposed, control) = (group(200, 20, 67, 10), group(200, 20, 0, 0));
+        let c = ErrorTest::new(ErrorRule::Ratio(2.0), 0.95, 100).check(&exposed, &control);
+        assert!(!c.regressed, "{c:?}");
+    }
+
+    #[test]
+    fn a_latency_test_compares_shares_above_a_real_bound() {
+        let mut control = Latency::default();
+        let mut slow = Latency::default();
+        for b in 2..6 {
+            control.buckets[b] = 1_000;
+            slow.buckets[b + 2] = 1_000; // 4x slower.
+        }
+        let mut test = LatencyTest::new(0.9, 1.5, 0.95, 100);
+        assert!(test.check(&slow, &control).regressed);
+        let mut same = LatencyTest::new(0.9, 1.5, 0.95, 100);
+        assert!(!same.check(&control, &control).regressed);
+        // Too few requests for a p99.
+        let mut few = Latency::default();
+        few.buckets[9] = 500;
+        let mut test = LatencyTest::new(0.99, 1.5, 0.95, 100);
+        assert!(!test.check(&few, &control).enough);
     }
 }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use super::counters::{Counters, LATENCY_BUCKET_0};
 use super::events::{ControlGroup, GuardMismatch, GuardStarved, GuardTrip, TripCause};
 use super::evidence::{
-    ErrorRule, UnitRates, compare_error_rates, compare_latency, sample_ratio_mismatch,
+    ErrorRule, ErrorTest, LatencyTest, MIN_UNIT_OUTCOMES, UnitRates, sample_ratio_mismatch,
 };
 use super::metrics::{LATENCY_BUCKETS, Latency};
 use crate::compile::Flag;
@@ -90,6 +90,9 @@ struct Window {
     starved: [bool; 2],
     /// The evidence of the last look, for exports.
     last: Option<Evidence>,
+    /// This window's tests (they keep their calibration between looks).
+    error_tests: Vec<ErrorTest>,
+    latency_test: Option<LatencyTest>,
 }
 
 /// What a guard saw at its last look, for exports and the controller.
@@ -148,16 +151,20 @@ impl UnitTable {
         false
     }
 
-    /// The units of window `epoch`, and how many slots they used.
-    fn rates(&self, epoch: u32) -> UnitRates {
-        let mut rates = UnitRates::default();
+    /// The units of window `epoch` with enough outcomes to count as
+    /// evidence, and how many units had any outcome.
+    fn rates(&self, epoch: u32) -> (UnitRates, u64) {
+        let (mut rates, mut seen) = (UnitRates::default(), 0);
         for slot in self.0.iter() {
             let (tag, e, outcomes, errors) = decode(slot.load(Ordering::Relaxed));
-            if tag != 0 && e == epoch {
-                rates.add(u64::from(outcomes), u64::from(errors));
+            if tag != 0 && e == epoch && outcomes > 0 {
+                seen += 1;
+                if u64::from(outcomes) >= MIN_UNIT_OUTCOMES {
+                    rates.add(u64::from(outcomes), u64::from(errors));
+                }
             }
         }
-        rates
+        (rates, seen)
     }
 
     /// Empties the slots of every other window (a new window begins).
@@ -272,6 +279,14 @@ impl GuardState {
         });
         window.reported_trip = false;
         window.reported_mismatch = false;
+        window.error_tests = self
+            .error_rules
+            .iter()
+            .map(|r| ErrorTest::new(*r, self.confidence, self.min_units))
+            .collect();
+        window.latency_test = self
+            .latency
+            .map(|(q, ratio)| LatencyTest::new(q, ratio, self.confidence, self.min_units));
         let epoch = window.number & 0xff;
         self.epoch.store(epoch, Ordering::Relaxed);
         self.watching.store(window.watching.map_or(u32::MAX, |s| s as u32), Ordering::Relaxed);
@@ -322,7 +337,7 @@ impl GuardState {
                 .into_iter()
                 .enumerate()
                 {
-                    let starved = rates.units == 0;
+                    let starved = rates.1 == 0;
                     if starved && !window.starved[i] {
                         reports.push(Report::Starved(GuardStarved {
                             flag: flag.key.to_string(),
@@ -334,8 +349,7 @@ impl GuardState {
                     window.starved[i] = starved;
                 }
                 // Sampling for the next window, from how full this one got.
-                let used =
-                    self.exposed.rates(epoch).units.max(self.control.rates(epoch).units) as usize;
+                let used = self.exposed.rates(epoch).1.max(self.control.rates(epoch).1) as usize;
                 let level = self.level.load(Ordering::Relaxed);
                 if used > FULL && level < MAX_LEVEL {
                     self.level.store(level + 1, Ordering::Relaxed);
@@ -351,22 +365,23 @@ impl GuardState {
         if !flag.enabled {
             return reports;
         }
-        let (exposed, control) = (self.exposed.rates(epoch), self.control.rates(epoch));
+        let ((exposed, exposed_seen), (control, control_seen)) =
+            (self.exposed.rates(epoch), self.control.rates(epoch));
         let control_group =
             if self.holds_back() { ControlGroup::HeldBack } else { ControlGroup::NotExposed };
         window.last = Some(Evidence { stage: stage.name, exposed, control, control_group });
 
         // Groups that are not what the holdback says they are decide nothing.
         if let Some(holdback) = self.holdback {
-            let split = sample_ratio_mismatch(exposed.units, control.units, holdback);
+            let split = sample_ratio_mismatch(exposed_seen, control_seen, holdback);
             if split.mismatch {
                 if !window.reported_mismatch {
                     window.reported_mismatch = true;
                     reports.push(Report::Mismatch(GuardMismatch {
                         flag: flag.key.to_string(),
                         stage: stage.name.to_owned(),
-                        exposed_units: exposed.units,
-                        control_units: control.units,
+                        exposed_units: exposed_seen,
+                        control_units: control_seen,
                         control_share: split.control_share,
                         expected_share: holdback,
                     }));
@@ -397,8 +412,8 @@ impl GuardState {
             confidence: self.confidence,
             window_secs,
         };
-        for rule in &self.error_rules {
-            let c = compare_error_rates(&exposed, &control, *rule, self.confidence, self.min_units);
+        for (rule, test) in self.error_rules.iter().zip(window.error_tests.iter_mut()) {
+            let c = test.check(&exposed, &control);
             if c.regressed {
                 window.reported_trip = true;
                 reports.push(Report::Trip(
@@ -408,15 +423,16 @@ impl GuardState {
                 return reports;
             }
         }
-        if let (Some((quantile, max_ratio)), Some((start_e, start_c))) =
-            (self.latency, &window.latency_start)
+        let Window { latency_start, latency_test, reported_trip, .. } = &mut *window;
+        if let (Some((quantile, max_ratio)), Some((start_e, start_c)), Some(test)) =
+            (self.latency, latency_start.as_ref(), latency_test.as_mut())
         {
             let now_e = buckets(counters, flag.series.outcomes.get(1 + index));
             let now_c = buckets(counters, self.control_block(flag));
             let (e, c) = (since(&now_e, start_e), since(&now_c, start_c));
-            let cmp = compare_latency(&e, &c, quantile, max_ratio, self.confidence, self.min_units);
+            let cmp = test.check(&e, &c);
             if cmp.regressed {
-                window.reported_trip = true;
+                *reported_trip = true;
                 let cause = TripCause::Latency { quantile, max_ratio };
                 reports.push(Report::Trip(index, trip(cause, cmp, e.count(), c.count())));
             }
@@ -463,12 +479,18 @@ mod tests {
         // One more unit, with one error in two outcomes.
         let other = (12_345u64 << 41) | 3;
         assert!(table.add(other, 1, true) && table.add(other, 1, false));
-        let rates = table.rates(1);
-        assert_eq!(rates.units, 11);
-        assert!((rates.mean() - (5.0 + 0.5) / 11.0).abs() < 1e-12, "{}", rates.mean());
-        assert_eq!(table.rates(2).units, 0);
+        // Units count as evidence from MIN_UNIT_OUTCOMES outcomes; all are seen.
+        let (rates, seen) = table.rates(1);
+        assert_eq!((rates.units, seen), (0, 11));
+        for _ in 0..MIN_UNIT_OUTCOMES {
+            table.add(other, 1, false);
+        }
+        let (rates, _) = table.rates(1);
+        assert_eq!(rates.units, 1);
+        assert!((rates.mean() - 1.0 / 12.0).abs() < 1e-12, "{}", rates.mean());
+        assert_eq!(table.rates(2).1, 0);
         table.clear_except(2);
-        assert_eq!(table.rates(1).units, 0);
+        assert_eq!(table.rates(1).1, 0);
     }
 
     #[test]

@@ -309,7 +309,11 @@ impl Metrics {
                  # HELP flagstone_guard_unit_error_rate_sum The sum of those units' own error rates.\n\
                  # TYPE flagstone_guard_unit_error_rate_sum gauge\n\
                  # HELP flagstone_guard_unit_error_rate_sum_squares The sum of their squares.\n\
-                 # TYPE flagstone_guard_unit_error_rate_sum_squares gauge\n",
+                 # TYPE flagstone_guard_unit_error_rate_sum_squares gauge\n\
+                 # HELP flagstone_guard_unit_error_rate_sum_cubes The sum of their cubes.\n\
+                 # TYPE flagstone_guard_unit_error_rate_sum_cubes gauge\n\
+                 # HELP flagstone_guard_unit_outcomes The outcomes of those units.\n\
+                 # TYPE flagstone_guard_unit_outcomes gauge\n",
             );
             for g in &self.guards {
                 let control = match g.control_group {
@@ -332,6 +336,16 @@ impl Metrics {
                         out,
                         "flagstone_guard_unit_error_rate_sum_squares{{{labels}}} {}",
                         rates.sum_squares
+                    );
+                    let _ = writeln!(
+                        out,
+                        "flagstone_guard_unit_error_rate_sum_cubes{{{labels}}} {}",
+                        rates.sum_cubes
+                    );
+                    let _ = writeln!(
+                        out,
+                        "flagstone_guard_unit_outcomes{{{labels}}} {}",
+                        rates.outcomes
                     );
                 }
             }

@@ -487,7 +487,7 @@ fn guarded_doc(version: u64) -> String {
         r#"{{ "version": {version}, "flags": {{ "f": {{ "enabled": true,
             "stages": [ {{ "name": "internal", "cohorts": [] , "percent": 1 }}, {{ "name": "canary", "percent": 50 }} ],
             "stage": "canary",
-            "guard": {{ "max_error_ratio": 2.0, "min_samples": 50, "window_secs": 10 }} }} }} }}"#
+            "guard": {{ "max_error_ratio": 2.0, "min_units": 50, "window_secs": 60 }} }} }} }}"#
     )
 }
 
@@ -532,7 +532,8 @@ fn decisions_are_not_undone_by_a_restart() {
     let updater = boot(store.clone());
     assert_eq!(store.version(), 4);
     for i in 0..5_000 {
-        let user = format!("u-{i}");
+        // 300 users, 16 requests each.
+        let user = format!("u-{}", i % 300);
         let ctx = flagstone::Context::new().user(&user);
         let canary = store.evaluate("f", &ctx).reason.label() == "canary";
         let outcome = if canary || i % 50 == 0 {

@@ -228,17 +228,20 @@ fn guarded(
     (store, clock, events)
 }
 
-/// Simulated traffic: `requests` users, one ms apart; a request fails 1 in
-/// 50 times, or 1 in `canary_error_every` times when the canary stage
-/// exposes it. The guards look every 50 simulated ms.
+/// Simulated traffic: `requests` requests, one ms apart, from 1,000 users
+/// in turn (20 requests a user in 20,000). A request fails 1 in 50 times,
+/// or 1 in `canary_error_every` times when the canary stage exposes it,
+/// at random. The guards look every 50 simulated ms.
 fn traffic(store: &FlagStore, clock: &ManualClock, requests: usize, canary_error_every: usize) {
     for i in 0..requests {
-        let user = format!("u-{i}");
+        let user = format!("u-{}", i % 1_000);
         let ctx = Context::new().user(&user);
         let in_canary =
             matches!(store.evaluate("checkout", &ctx).reason, Reason::Stage { name: "canary", .. });
         let every = if in_canary { canary_error_every } else { 50 };
-        let outcome = if i % every == 0 { Outcome::Error } else { Outcome::Success };
+        let draw = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+        let outcome =
+            if draw.is_multiple_of(every as u64) { Outcome::Error } else { Outcome::Success };
         store.record("checkout", &ctx, outcome);
         clock.advance(Duration::from_millis(1));
         if i.is_multiple_of(50) {
@@ -260,7 +263,7 @@ fn trips(events: &Mutex<Vec<StoreEvent>>) -> Vec<flagstone::observe::GuardTrip> 
 
 #[test]
 fn a_bad_canary_trips_its_guard_and_the_stage_steps_back() {
-    let (store, clock, events) = guarded(500, "rollback_stage");
+    let (store, clock, events) = guarded(100, "rollback_stage");
     // 20% of users in the canary fail 1 in 5 (20%), everyone else 1 in 50.
     traffic(&store, &clock, 20_000, 5);
 
@@ -271,7 +274,7 @@ fn a_bad_canary_trips_its_guard_and_the_stage_steps_back() {
     assert_eq!(trip.action, GuardAction::RollbackStage);
     assert_eq!(trip.now_serving.as_deref(), Some("internal"));
     assert_eq!(trip.version, 1);
-    assert!(trip.exposed_units >= 500 && trip.control_units >= 500, "{trip:?}");
+    assert!(trip.exposed_units >= 100 && trip.control_units >= 100, "{trip:?}");
     assert!(trip.exposed_value > 2.0 * trip.control_value, "{trip:?}");
     assert!((trip.exposed_value - 0.2).abs() < 0.05, "{trip:?}");
     assert_eq!(trip.control, flagstone::observe::ControlGroup::NotExposed);
@@ -309,7 +312,7 @@ fn a_bad_canary_trips_its_guard_and_the_stage_steps_back() {
 
 #[test]
 fn a_healthy_canary_does_not_trip() {
-    let (store, clock, events) = guarded(500, "rollback_stage");
+    let (store, clock, events) = guarded(100, "rollback_stage");
     traffic(&store, &clock, 20_000, 50);
     assert!(trips(&events).is_empty());
     let canary_open = (0..100).any(|i| {
@@ -324,15 +327,15 @@ fn a_healthy_canary_does_not_trip() {
 
 #[test]
 fn too_few_samples_do_not_trip() {
-    // The canary is bad, but 20,000 requests give it about 4,000 samples.
-    let (store, clock, events) = guarded(5_000, "rollback_stage");
+    // The canary is bad, but it has about 200 users.
+    let (store, clock, events) = guarded(500, "rollback_stage");
     traffic(&store, &clock, 20_000, 5);
     assert!(trips(&events).is_empty());
 }
 
 #[test]
 fn a_disable_guard_turns_the_flag_off() {
-    let (store, clock, events) = guarded(500, "disable");
+    let (store, clock, events) = guarded(100, "disable");
     traffic(&store, &clock, 20_000, 5);
     let trips = trips(&events);
     assert_eq!(trips.len(), 1);
@@ -342,7 +345,7 @@ fn a_disable_guard_turns_the_flag_off() {
 
 #[test]
 fn a_wall_clock_step_backwards_does_not_silence_guards() {
-    let (store, clock, events) = guarded(500, "rollback_stage");
+    let (store, clock, events) = guarded(100, "rollback_stage");
     traffic(&store, &clock, 2_000, 50);
     // NTP (or an operator) steps the wall clock back an hour; time goes on.
     clock.set(clock.now_millis_value() - 3_600_000);
@@ -357,9 +360,9 @@ fn a_guard_trip_happens_off_the_request_path() {
     // must not happen inside `record`.
     let tenants: Vec<String> = (0..100_000).map(|i| format!("\"big-{i}\"")).collect();
     let doc = GUARDED
-        .replace("MIN", "200")
+        .replace("MIN", "100")
         .replace("ACTION", "rollback_stage")
-        .replace(r#""window_secs": 60"#, r#""window_secs": 1"#)
+        .replace(r#""window_secs": 60"#, r#""window_secs": 5"#)
         .replace(
             r#""staff": { "users": ["u-0", "u-1", "u-2"] }"#,
             &format!(
@@ -383,7 +386,7 @@ fn a_guard_trip_happens_off_the_request_path() {
     while tripped_on.lock().expect("not poisoned").is_none()
         && started.elapsed() < Duration::from_secs(20)
     {
-        let user = format!("u-{}", i % 5_000);
+        let user = format!("u-{}", i % 1_000);
         let ctx = Context::new().user(&user);
         let in_canary =
             matches!(store.evaluate("checkout", &ctx).reason, Reason::Stage { name: "canary", .. });
@@ -510,7 +513,7 @@ fn a_clock_given_after_the_config_restarts_the_guards_on_it() {
     let sink = events.clone();
     store.on_event(move |e| sink.lock().expect("not poisoned").push(e.clone()));
     store
-        .apply_json(GUARDED.replace("MIN", "500").replace("ACTION", "rollback_stage"))
+        .apply_json(GUARDED.replace("MIN", "100").replace("ACTION", "rollback_stage"))
         .expect("valid");
     let clock = Arc::new(ManualClock::new(1_000_000_000_000));
     let store = store.with_clock(clock.clone());
