@@ -8,7 +8,9 @@
 //!   rollout by user, (b) a stage "region in [eu-west, eu-north] and 50%"
 //!   with a 50-tenant exclusion cohort, (c) a kill-switched flag, (d) an
 //!   unknown flag; with 100 and 10,000 flags in the config.
-//! - `peers`: flags (a) and (b) in Unleash's engine (`unleash-yggdrasil`)
+//! - `peers`: flags (a) and (b) in Unleash's engine (`unleash-yggdrasil`),
+//!   the same Unleash document imported into flagstone (`*_flagstone_imported`,
+//!   with Unleash's bucketing: the same answers, checked first)
 //!   and LaunchDarkly's evaluator, contexts prebuilt outside the loop for
 //!   all three.
 //! - `contended`: two threads evaluating while a third applies a new config
@@ -467,8 +469,39 @@ fn peers(c: &mut Criterion) {
         })
         .collect();
 
+    // The same Unleash document imported: flagstone with Unleash's own
+    // bucketing, on the same contexts, mapped as `unleash_context` maps them.
+    let imported = flagstone::import::unleash(unleash_features()).expect("imports");
+    let imported_store = FlagStore::new();
+    imported_store.apply_config(&imported.config).expect("valid");
+    let mapped: Vec<flagstone::ContextBuf> = units
+        .iter()
+        .map(|(u, r)| {
+            flagstone::import::unleash_context(&serde_json::json!({
+                "userId": u, "properties": { "tenant": u, "region": r } }))
+        })
+        .collect();
+    let mapped: Vec<Context<'_>> = mapped.iter().map(flagstone::ContextBuf::as_context).collect();
+    for key in ["a-rollout", "b-staged"] {
+        for (i, ctx) in mapped.iter().enumerate() {
+            // Same answers first: the imported flags are Unleash's, exactly.
+            assert_eq!(
+                imported_store.is_enabled(key, ctx),
+                unleash.is_enabled(key, &theirs[i], &None),
+                "{key} for {:?}",
+                units[i]
+            );
+        }
+    }
+
     for (case, key) in [("a", "a-rollout"), ("b", "b-staged")] {
         let mut i = 0;
+        group.bench_function(format!("{case}_flagstone_imported"), |b| {
+            b.iter(|| {
+                i = (i + 1) % mapped.len();
+                imported_store.is_enabled(black_box(key), &mapped[i])
+            })
+        });
         group.bench_function(format!("{case}_flagstone"), |b| {
             b.iter(|| {
                 i = (i + 1) % ours.len();

@@ -122,6 +122,137 @@ pub(crate) fn variant_point(vseed: u64, unit: &str, total_weight: u64) -> u64 {
     ((u128::from(h) * u128::from(total_weight)) >> 64) as u64
 }
 
+/// The seed Unleash hashes variant stickiness with (since its client
+/// specification 5.0.0; rollouts use seed 0).
+pub const UNLEASH_VARIANT_SEED: u32 = 86_028_157;
+
+/// Unleash's normalized hash: `murmur3_x86_32("{group}:{unit}", seed) % n
+/// + 1`, in `1..=n` (0 when `n` is 0).
+///
+/// A flag with `"bucketing": "unleash"` puts `unit` in a rollout of `p`
+/// percent when `unleash_normalized_hash(salt, unit, 100, 0) <= p`, and
+/// picks its variant with `n` = the total weight and
+/// [`UNLEASH_VARIANT_SEED`]: the first variant whose cumulative weight
+/// reaches the value. These are Unleash's own numbers, so a unit imported
+/// from Unleash stays in its rollout and keeps its variant.
+///
+/// # Example
+///
+/// ```
+/// // Vectors from Unleash's client specification.
+/// assert_eq!(flagstone::unleash_normalized_hash("AB12A", "122", 100, 0), 23);
+/// assert_eq!(flagstone::unleash_normalized_hash("AB12A", "155", 100, 0), 100);
+/// ```
+pub fn unleash_normalized_hash(group: &str, unit: &str, n: u32, seed: u32) -> u32 {
+    if n == 0 {
+        return 0;
+    }
+    unleash_hash(group, unit, seed) % n + 1
+}
+
+/// MurmurHash3 (x86, 32 bits) of `"{group}:{unit}"`. (Flag evaluation
+/// keeps the state after `"{group}:"` instead, made once per config.)
+pub(crate) fn unleash_hash(group: &str, unit: &str, seed: u32) -> u32 {
+    let mut prefix = Murmur3Prefix::new(group.as_bytes(), seed);
+    prefix = prefix.then(b":");
+    prefix.finish(unit.as_bytes())
+}
+
+/// MurmurHash3 x86_32 part way: the state after a prefix's whole 4-byte
+/// blocks, and the 0 to 3 bytes left over. Made once per salt when a
+/// config is compiled, so that a check hashes only its unit (and without
+/// copying it anywhere).
+#[derive(Clone, Debug)]
+pub(crate) struct Murmur3Prefix {
+    h: u32,
+    /// The bytes left over, as the low bytes of a little-endian word.
+    pending: u32,
+    pending_len: usize,
+    len: usize,
+}
+
+const M3_C1: u32 = 0xcc9e_2d51;
+const M3_C2: u32 = 0x1b87_3593;
+
+#[inline]
+fn m3_k(k: u32) -> u32 {
+    k.wrapping_mul(M3_C1).rotate_left(15).wrapping_mul(M3_C2)
+}
+
+#[inline]
+fn m3_block(h: u32, k: u32) -> u32 {
+    (h ^ m3_k(k)).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+}
+
+/// Up to three bytes as the low bytes of a little-endian word.
+#[inline]
+fn m3_partial(bytes: &[u8], shift: usize) -> u32 {
+    bytes.iter().enumerate().fold(0, |word, (i, &b)| word | u32::from(b) << (8 * (shift + i)))
+}
+
+impl Murmur3Prefix {
+    /// The state after hashing `prefix` with `seed`.
+    pub(crate) fn new(prefix: &[u8], seed: u32) -> Self {
+        let mut h = seed;
+        let mut blocks = prefix.chunks_exact(4);
+        for b in &mut blocks {
+            h = m3_block(h, u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        }
+        let rest = blocks.remainder();
+        Self { h, pending: m3_partial(rest, 0), pending_len: rest.len(), len: prefix.len() }
+    }
+
+    /// The state after more prefix bytes.
+    pub(crate) fn then(self, more: &[u8]) -> Self {
+        let (mut h, mut pending, mut filled) = (self.h, self.pending, self.pending_len);
+        for &b in more {
+            pending |= u32::from(b) << (8 * filled);
+            filled += 1;
+            if filled == 4 {
+                h = m3_block(h, pending);
+                (pending, filled) = (0, 0);
+            }
+        }
+        Self { h, pending, pending_len: filled, len: self.len + more.len() }
+    }
+
+    /// The hash of the prefix followed by `unit`.
+    #[inline]
+    pub(crate) fn finish(&self, unit: &[u8]) -> u32 {
+        let (mut h, mut pending, mut filled) = (self.h, self.pending, self.pending_len);
+        let mut rest = unit;
+        if filled > 0 {
+            // The prefix's last block, completed by the unit's first bytes.
+            let take = (4 - filled).min(rest.len());
+            pending |= m3_partial(&rest[..take], filled);
+            filled += take;
+            rest = &rest[take..];
+            if filled == 4 {
+                h = m3_block(h, pending);
+                (pending, filled) = (0, 0);
+            }
+        }
+        if filled == 0 {
+            let mut blocks = rest.chunks_exact(4);
+            for b in &mut blocks {
+                h = m3_block(h, u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            }
+            let tail = blocks.remainder();
+            (pending, filled) = (m3_partial(tail, 0), tail.len());
+        }
+        if filled > 0 {
+            h ^= m3_k(pending);
+        }
+        // The length is mixed in mod 2^32, as the reference does.
+        h ^= (self.len + unit.len()) as u32;
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^ (h >> 16)
+    }
+}
+
 /// The bucket threshold of a percentage: `round(p * 1000)`.
 ///
 /// Callers pass a validated `p` in `0..=100`; anything else saturates into
@@ -157,6 +288,40 @@ mod tests {
         assert_eq!(threshold(100.0), BUCKETS);
         assert_eq!(threshold(f64::NAN), 0);
         assert_eq!(threshold(1e9), BUCKETS);
+    }
+
+    #[test]
+    fn unleash_hashes_match_the_client_specification() {
+        // From docs of Unleash's client specification (files 10, 12, 16).
+        assert_eq!(unleash_normalized_hash("Feature.flexibleRollout.10", "174", 100, 0), 10);
+        assert_eq!(unleash_normalized_hash("AB12A", "122", 100, 0), 23);
+        assert_eq!(
+            unleash_normalized_hash("Feature.Variants.D", "712", 100, UNLEASH_VARIANT_SEED),
+            1
+        );
+        assert_eq!(unleash_normalized_hash("a", "5", 2, UNLEASH_VARIANT_SEED), 1);
+        assert_eq!(unleash_normalized_hash("a", "0", 2, UNLEASH_VARIANT_SEED), 2);
+        assert_eq!(unleash_normalized_hash("g", "u", 0, 0), 0);
+    }
+
+    #[test]
+    fn the_prefix_resuming_murmur3_is_murmur3() {
+        // Against TiKV's mur3 over every split of prefix and unit lengths,
+        // alignments included, and both seeds.
+        let bytes: Vec<u8> =
+            (0..300u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for seed in [0, UNLEASH_VARIANT_SEED, 0xdead_beef] {
+            for p in 0..12 {
+                for u in (0..40).chain([63, 64, 65, 200, 288]) {
+                    let (prefix, unit) = (&bytes[..p], &bytes[p..p + u]);
+                    assert_eq!(
+                        Murmur3Prefix::new(prefix, seed).finish(unit),
+                        mur3::murmurhash3_x86_32(&bytes[..p + u], seed),
+                        "prefix {p} unit {u} seed {seed}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use crate::bucket::{holdback_seed, salt_seed, threshold, variant_seed};
+use crate::bucket::{
+    Murmur3Prefix, UNLEASH_VARIANT_SEED, bucket_seeded, holdback_seed, salt_seed, threshold,
+    variant_point, variant_seed,
+};
 use crate::clock::{Clock, parse_rfc3339_millis};
 use crate::config::{self, GuardAction};
 use crate::context::Context;
@@ -62,7 +65,10 @@ pub(crate) struct Flag {
     /// What `is_enabled` can answer without walking the stages.
     pub(crate) shortcut: Shortcut,
     pub(crate) enabled: bool,
-    pub(crate) unit: Unit,
+    /// The unit and hashing of the flag's percentages and variants.
+    pub(crate) hashing: Hashing,
+    /// `xxh3_64(salt)`: the seed of the unit hash a guard keeps its
+    /// per-unit evidence by (in either bucketing).
     pub(crate) seed: u64,
     pub(crate) exclude: Box<[Arc<Cohort>]>,
     /// `None`: no stages, on for everyone. Otherwise the stages up to and
@@ -70,9 +76,7 @@ pub(crate) struct Flag {
     pub(crate) stages: Option<Box<[Stage]>>,
     /// The names of the stages after the current one, for explanations.
     pub(crate) later: Box<[&'static str]>,
-    pub(crate) variants: Box<[Variant]>,
-    pub(crate) variant_seed: u64,
-    pub(crate) total_weight: u64,
+    pub(crate) variants: Variants,
     /// The flag's counters.
     pub(crate) series: FlagSeries,
     pub(crate) guard: Option<Arc<GuardState>>,
@@ -88,11 +92,13 @@ pub(crate) struct Flag {
 }
 
 /// A prerequisite, resolved: the required flag's index in the snapshot,
-/// and the variant (its index) it must hand out.
-#[derive(Clone, Copy, Debug)]
+/// whether it must be on or off, and the variants (any of them) it must
+/// hand out.
+#[derive(Clone, Debug)]
 pub(crate) struct Prerequisite {
     pub(crate) index: u32,
-    pub(crate) variant: Option<u32>,
+    pub(crate) on: bool,
+    pub(crate) variants: Box<[&'static str]>,
     pub(crate) key: &'static str,
 }
 
@@ -159,6 +165,13 @@ pub(crate) struct Stage {
     pub(crate) cohorts: Box<[Arc<Cohort>]>,
     pub(crate) threshold: u32,
     pub(crate) start_at: i64,
+    /// The stage's own unit and hashing, when its `salt` or `bucket_by`
+    /// is not the flag's.
+    pub(crate) own: Option<Box<Hashing>>,
+    /// The stage's own variants, handed to the contexts it exposes.
+    pub(crate) variants: Option<Box<Variants>>,
+    /// The position of its first evaluation cell in the flag's series.
+    pub(crate) cells: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -167,25 +180,171 @@ pub(crate) struct Variant {
     /// The sum of the weights of this variant and every one before it.
     pub(crate) cumulative: u64,
     pub(crate) value: Option<&'static serde_json::Value>,
+    /// Contexts in these cohorts get this variant, whatever the weights.
+    pub(crate) pins: Box<[Arc<Cohort>]>,
 }
 
-/// What a flag's percentages count.
+/// A list of variants: the flag's, or a stage's.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Variants {
+    pub(crate) list: Box<[Variant]>,
+    /// The sum of the weights (the last cumulative weight).
+    pub(crate) total: u64,
+    /// Whether any variant pins cohorts.
+    pub(crate) pinned: bool,
+}
+
+impl Variants {
+    fn new(variants: &[config::Variant], cohorts: &CohortTable<'_>) -> Self {
+        let mut total = 0u64;
+        let list: Box<[Variant]> = variants
+            .iter()
+            .map(|v| {
+                total += u64::from(v.weight);
+                Variant {
+                    name: intern(&v.name),
+                    cumulative: total,
+                    value: v.value.as_ref().map(intern_value),
+                    pins: cohorts.resolve(&v.cohorts),
+                }
+            })
+            .collect();
+        let pinned = list.iter().any(|v| !v.pins.is_empty());
+        Self { list, total, pinned }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+}
+
+/// What a flag's (or a stage's) percentages count.
 #[derive(Clone, Debug)]
 pub(crate) enum Unit {
     Tenant,
     User,
     Region,
     Attr(Box<str>),
+    /// The first of these the context has.
+    FirstOf(Box<[Unit]>),
 }
 
 impl Unit {
-    /// The `bucket_by` name this unit was compiled from.
-    pub(crate) fn name(&self) -> &str {
+    fn new(by: Option<&config::BucketBy>) -> Self {
+        let one = |name: &str| match name {
+            "user" => Unit::User,
+            "tenant" => Unit::Tenant,
+            "region" => Unit::Region,
+            attr => Unit::Attr(attr.into()),
+        };
+        match by.map(config::BucketBy::names) {
+            None | Some([]) => Unit::User,
+            Some([name]) => one(name),
+            Some(names) => Unit::FirstOf(names.iter().map(|n| one(n)).collect()),
+        }
+    }
+
+    /// The `bucket_by` this unit was compiled from, as written.
+    pub(crate) fn describe(&self) -> String {
         match self {
-            Unit::Tenant => "tenant",
-            Unit::User => "user",
-            Unit::Region => "region",
-            Unit::Attr(key) => key,
+            Unit::Tenant => "tenant".to_owned(),
+            Unit::User => "user".to_owned(),
+            Unit::Region => "region".to_owned(),
+            Unit::Attr(key) => key.to_string(),
+            Unit::FirstOf(units) => {
+                let names: Vec<String> = units.iter().map(Unit::describe).collect();
+                format!("the first of [{}]", names.join(", "))
+            }
+        }
+    }
+
+    /// The context's value for this unit.
+    #[inline(always)]
+    pub(crate) fn of<'c>(&self, ctx: &Context<'c>) -> Option<&'c str> {
+        match self {
+            Unit::User => ctx.get_user(),
+            Unit::Tenant => ctx.get_tenant(),
+            Unit::Region => ctx.get_region(),
+            Unit::Attr(key) => ctx.get_attr(key),
+            Unit::FirstOf(units) => Unit::first_of(units, ctx),
+        }
+    }
+
+    /// The first of `units` the context has (out of line: the single
+    /// units are the hot path; a list holds only single units).
+    #[inline(never)]
+    fn first_of<'c>(units: &[Unit], ctx: &Context<'c>) -> Option<&'c str> {
+        units.iter().find_map(|u| match u {
+            Unit::FirstOf(_) => None,
+            one => one.of(ctx),
+        })
+    }
+}
+
+/// How units become buckets and variant points: a unit, and a hash.
+#[derive(Clone, Debug)]
+pub(crate) struct Hashing {
+    pub(crate) unit: Unit,
+    kind: HashKind,
+}
+
+#[derive(Clone, Debug)]
+enum HashKind {
+    /// The spec of docs/bucketing.md.
+    Xxh3 { seed: u64, variant_seed: u64 },
+    /// Unleash's normalized MurmurHash3 of `"{group}:{unit}"`: the hash
+    /// states after `"{group}:"`, for rollouts (seed 0) and variants.
+    Unleash { rollout: Box<Murmur3Prefix>, variant: Box<Murmur3Prefix> },
+}
+
+impl Hashing {
+    fn new(bucketing: config::Bucketing, salt: &str, unit: Unit) -> Self {
+        let kind = match bucketing {
+            config::Bucketing::Unleash => {
+                let prefix = |seed| Box::new(Murmur3Prefix::new(salt.as_bytes(), seed).then(b":"));
+                HashKind::Unleash { rollout: prefix(0), variant: prefix(UNLEASH_VARIANT_SEED) }
+            }
+            _ => HashKind::Xxh3 { seed: salt_seed(salt), variant_seed: variant_seed(salt) },
+        };
+        Self { unit, kind }
+    }
+
+    /// The number of buckets: 100,000, or Unleash's 100.
+    pub(crate) fn buckets(&self) -> u32 {
+        match self.kind {
+            HashKind::Xxh3 { .. } => crate::bucket::BUCKETS,
+            HashKind::Unleash { .. } => 100,
+        }
+    }
+
+    /// The threshold of a validated percentage.
+    fn threshold(&self, percent: f64) -> u32 {
+        match self.kind {
+            HashKind::Xxh3 { .. } => threshold(percent),
+            // Whole percentages (validated): the bucket is Unleash's
+            // normalized hash minus one, on when below the percentage.
+            HashKind::Unleash { .. } => percent.round().clamp(0.0, 100.0) as u32,
+        }
+    }
+
+    /// A unit's bucket, `0..buckets()`.
+    #[inline]
+    pub(crate) fn bucket(&self, unit: &str) -> u32 {
+        match &self.kind {
+            HashKind::Xxh3 { seed, .. } => bucket_seeded(*seed, unit),
+            HashKind::Unleash { rollout, .. } => rollout.finish(unit.as_bytes()) % 100,
+        }
+    }
+
+    /// The point in `0..total` that picks a unit's variant: the first
+    /// variant whose cumulative weight is above it.
+    #[inline]
+    pub(crate) fn variant_point(&self, unit: &str, total: u64) -> u64 {
+        match &self.kind {
+            HashKind::Xxh3 { variant_seed: vseed, .. } => variant_point(*vseed, unit, total),
+            HashKind::Unleash { variant, .. } => {
+                u64::from(variant.finish(unit.as_bytes())).checked_rem(total).unwrap_or(0)
+            }
         }
     }
 }
@@ -430,14 +589,12 @@ impl Compiled {
                 .iter()
                 .filter_map(|r| {
                     let index = *by_name.get(r.flag.as_str())?;
-                    let required = config.flags.get(&r.flag)?;
-                    let variant = match &r.variant {
-                        Some(name) => {
-                            Some(required.variants.iter().position(|v| &v.name == name)? as u32)
-                        }
-                        None => None,
-                    };
-                    Some(Prerequisite { index, variant, key: intern(&r.flag) })
+                    Some(Prerequisite {
+                        index,
+                        on: r.enabled,
+                        variants: r.variant_names().map(intern).collect(),
+                        key: intern(&r.flag),
+                    })
                 })
                 .collect();
         }
@@ -583,13 +740,13 @@ impl Compiled {
         match found {
             Ok(flag) => {
                 let reason = flag.decide(&self.flags, ctx, &*self.clock);
-                let variant = if reason.exposes() { flag.variant_at(ctx) } else { None };
+                let variant = if reason.exposes() { flag.variant_at(ctx, reason) } else { None };
                 if let Some(counters) = &self.counters {
                     counters.evaluations.add(flag.evaluation_cell(reason, variant), 1);
                 }
                 let exposes = reason.exposes();
-                let name = if exposes { flag.variant_name(variant) } else { None };
-                let value = if exposes { flag.value_at(variant) } else { None };
+                let name = if exposes { flag.variant_name(variant, reason) } else { None };
+                let value = if exposes { flag.value_at(variant, reason) } else { None };
                 Evaluation { enabled: exposes, variant: name, reason, value }
             }
             Err(unknown) => {
@@ -707,26 +864,42 @@ impl Flag {
     ) -> Self {
         let salt = flag.salt_or(&key).to_owned();
         let salt = salt.as_str();
-        let unit = match flag.bucket_by.as_deref() {
-            None | Some("user") => Unit::User,
-            Some("tenant") => Unit::Tenant,
-            Some("region") => Unit::Region,
-            Some(attr) => Unit::Attr(attr.into()),
-        };
-        let stages = (!flag.stages.is_empty()).then(|| {
+        let hashing = Hashing::new(flag.bucketing, salt, Unit::new(flag.bucket_by.as_ref()));
+        let variants = Variants::new(&flag.variants, cohorts);
+        let stages: Option<Box<[Stage]>> = (!flag.stages.is_empty()).then(|| {
             let current = flag.current_stage().unwrap_or(0);
+            // Each exposure group's cells: no variant, then its variants.
+            let mut cells = CELL_EXPOSED as u32;
             flag.stages
                 .iter()
                 .take(current + 1)
-                .map(|s| Stage {
-                    name: intern(&s.name),
-                    cohorts: cohorts.resolve(&s.cohorts),
-                    threshold: s.percent.map_or(NO_PERCENT, threshold),
-                    start_at: s
-                        .start_at
-                        .as_deref()
-                        .and_then(|t| parse_rfc3339_millis(t).ok())
-                        .unwrap_or(NO_START),
+                .map(|s| {
+                    let own = (s.salt.is_some() || s.bucket_by.is_some()).then(|| {
+                        let by = s.bucket_by.as_ref().or(flag.bucket_by.as_ref());
+                        let salt = s.salt.as_deref().unwrap_or(salt);
+                        Box::new(Hashing::new(flag.bucketing, salt, Unit::new(by)))
+                    });
+                    let stage_variants = (!s.variants.is_empty())
+                        .then(|| Box::new(Variants::new(&s.variants, cohorts)));
+                    let threshold = s
+                        .percent
+                        .map_or(NO_PERCENT, |p| own.as_deref().unwrap_or(&hashing).threshold(p));
+                    let stage = Stage {
+                        name: intern(&s.name),
+                        cohorts: cohorts.resolve(&s.cohorts),
+                        threshold,
+                        start_at: s
+                            .start_at
+                            .as_deref()
+                            .and_then(|t| parse_rfc3339_millis(t).ok())
+                            .unwrap_or(NO_START),
+                        cells,
+                        variants: stage_variants,
+                        own,
+                    };
+                    let listed = stage.variants.as_deref().unwrap_or(&variants).len();
+                    cells += 1 + u32::try_from(listed).unwrap_or(0);
+                    stage
                 })
                 .collect()
         });
@@ -736,19 +909,6 @@ impl Flag {
             }
             None => Box::default(),
         };
-        let mut total_weight = 0u64;
-        let variants: Box<[Variant]> = flag
-            .variants
-            .iter()
-            .map(|v| {
-                total_weight += u64::from(v.weight);
-                Variant {
-                    name: intern(&v.name),
-                    cumulative: total_weight,
-                    value: v.value.as_ref().map(intern_value),
-                }
-            })
-            .collect();
         let exclude = cohorts.resolve(&flag.exclude);
         let holdback = flag
             .guard
@@ -778,14 +938,12 @@ impl Flag {
             key,
             shortcut,
             enabled: flag.enabled,
-            unit,
+            hashing,
             seed: salt_seed(salt),
             exclude,
             stages,
             later,
             variants,
-            variant_seed: variant_seed(salt),
-            total_weight,
             series,
             guard: flag.guard.as_ref().map(|g| Arc::new(GuardState::new(g))),
             forced: None,
@@ -815,7 +973,10 @@ impl Flag {
             Reason::KillSwitch => CELL_OFF,
             Reason::Excluded { .. } => CELL_EXCLUDED,
             Reason::Stage { index, .. } => {
-                CELL_EXPOSED + index * (self.variants.len() + 1) + variant.map_or(0, |v| v + 1)
+                let Some(stage) = self.stages.as_deref().and_then(|s| s.get(index)) else {
+                    return NO_FLAG;
+                };
+                stage.cells as usize + variant.map_or(0, |v| v + 1)
             }
             Reason::Enabled | Reason::Override { enabled: true } => {
                 CELL_EXPOSED + variant.map_or(0, |v| v + 1)
@@ -832,14 +993,17 @@ impl FlagSeries {
     fn new(
         flag: &Arc<str>,
         stages: Option<&[Stage]>,
-        variants: &[Variant],
+        variants: &Variants,
         held_back: bool,
         prerequisites: bool,
         numbering: &mut Numbering,
     ) -> Self {
-        let groups: Vec<Group> = match stages {
-            None => vec![Group::Exposed("on")],
-            Some(stages) => stages.iter().map(|s| Group::Exposed(s.name)).collect(),
+        let groups: Vec<(Group, &Variants)> = match stages {
+            None => vec![(Group::Exposed("on"), variants)],
+            Some(stages) => stages
+                .iter()
+                .map(|s| (Group::Exposed(s.name), s.variants.as_deref().unwrap_or(variants)))
+                .collect(),
         };
         let mut eval = |group, variant| {
             numbering.id(SeriesKey::Evaluations { flag: flag.clone(), group, variant })
@@ -849,12 +1013,12 @@ impl FlagSeries {
             eval(Group::Excluded, None),
             eval(Group::NotExposed, None),
         ];
-        for &group in &groups {
+        for &(group, listed) in &groups {
             evaluations.push(eval(group, None));
-            evaluations.extend(variants.iter().map(|v| eval(group, Some(v.name))));
+            evaluations.extend(listed.list.iter().map(|v| eval(group, Some(v.name))));
         }
         let outcomes = std::iter::once(Group::NotExposed)
-            .chain(groups)
+            .chain(groups.into_iter().map(|(group, _)| group))
             .map(|group| numbering.id(SeriesKey::Outcomes { flag: flag.clone(), group }))
             .collect();
         let (held_back_cell, held_back) = if held_back {
@@ -901,7 +1065,7 @@ impl Shortcut {
             return Shortcut::Walk;
         }
         let Some(stages) = stages else { return Shortcut::On };
-        let bare = |s: &Stage| s.cohorts.is_empty() && s.start_at == NO_START;
+        let bare = |s: &Stage| s.cohorts.is_empty() && s.start_at == NO_START && s.own.is_none();
         if stages.iter().any(|s| bare(s) && s.threshold == NO_PERCENT) {
             Shortcut::On
         } else if stages.iter().all(bare) {

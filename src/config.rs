@@ -172,7 +172,8 @@ impl Operator {
 }
 
 /// A flag another flag requires: on for the same context (in `variant`,
-/// when one is named).
+/// or in one of `variants`, when they are named), or, with `"enabled":
+/// false`, off for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
@@ -183,6 +184,91 @@ pub struct Requirement {
     /// The variant it must hand the context, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// Variants it may hand the context: any of them will do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<String>,
+    /// Whether the required flag must be on (the default) or off.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+}
+
+impl Requirement {
+    /// A requirement that `flag` is on.
+    pub fn on(flag: impl Into<String>) -> Self {
+        Self { flag: flag.into(), variant: None, variants: Vec::new(), enabled: true }
+    }
+
+    /// The variants named, from `variant` and `variants`.
+    pub fn variant_names(&self) -> impl Iterator<Item = &str> {
+        self.variant.iter().chain(&self.variants).map(String::as_str)
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// What a percentage counts: one unit (`"tenant"`), or the first of
+/// several that the context has (`["user", "sessionId"]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum BucketBy {
+    /// `tenant`, `user`, `region` or an attribute's name.
+    One(String),
+    /// Several, tried in order: the first the context has is its unit.
+    FirstOf(Vec<String>),
+}
+
+impl BucketBy {
+    /// The names, in the order they are tried.
+    pub fn names(&self) -> &[String] {
+        match self {
+            BucketBy::One(name) => std::slice::from_ref(name),
+            BucketBy::FirstOf(names) => names,
+        }
+    }
+}
+
+impl From<&str> for BucketBy {
+    fn from(name: &str) -> Self {
+        BucketBy::One(name.to_owned())
+    }
+}
+
+impl fmt::Display for BucketBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BucketBy::One(name) => f.write_str(name),
+            BucketBy::FirstOf(names) => write!(f, "the first of [{}]", names.join(", ")),
+        }
+    }
+}
+
+/// How a flag's units are put in buckets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Bucketing {
+    /// flagstone's own: XXH3, 100,000 buckets (docs/bucketing.md).
+    #[default]
+    Xxh3,
+    /// Unleash's normalized MurmurHash3 of `"{salt}:{unit}"`: 100 buckets,
+    /// so whole percentages; variants as Unleash picks them. For flags
+    /// imported from Unleash, whose units must stay where they were.
+    Unleash,
+}
+
+impl Bucketing {
+    fn is_default(&self) -> bool {
+        *self == Bucketing::Xxh3
+    }
 }
 
 /// How deep prerequisites may chain (a flag requiring a flag requiring ...).
@@ -201,9 +287,13 @@ pub struct Flag {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salt: Option<String>,
     /// What a percentage counts: `tenant`, `user`, `region` or an attribute
-    /// name; `user` when absent.
+    /// name, or a list of them (the first the context has); `user` when
+    /// absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bucket_by: Option<String>,
+    pub bucket_by: Option<BucketBy>,
+    /// How units are put in buckets: `xxh3` (the default) or `unleash`.
+    #[serde(default, skip_serializing_if = "Bucketing::is_default")]
+    pub bucketing: Bucketing,
     /// Cohorts for whom the flag is off, whatever the stages say.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
@@ -350,6 +440,17 @@ pub struct Stage {
     /// An RFC 3339 time before which the stage exposes no one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at: Option<String>,
+    /// The salt of this stage's percentage (and its variants), when it is
+    /// not the flag's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// What this stage's percentage (and its variants) count, when it is
+    /// not the flag's `bucket_by`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_by: Option<BucketBy>,
+    /// Variants for the contexts this stage exposes, instead of the flag's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<Variant>,
 }
 
 impl Stage {
@@ -373,6 +474,10 @@ pub struct Variant {
     /// The value a context with this variant gets: any JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<serde_json::Value>,
+    /// Contexts in any of these cohorts get this variant, whatever the
+    /// weights (the first variant, in order, that pins a context wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cohorts: Vec<String>,
 }
 
 /// The JSON Schema of the config document (draft 2020-12), derived from
@@ -492,17 +597,42 @@ impl Config {
                     Some(_) if req.flag == *key => problems
                         .push(Problem::new(format!("{at}.flag"), "a flag cannot require itself")),
                     Some(required) => {
-                        if let Some(variant) = &req.variant
-                            && !required.variants.iter().any(|v| &v.name == variant)
-                        {
+                        if req.variant.is_some() && !req.variants.is_empty() {
                             problems.push(Problem::new(
-                                format!("{at}.variant"),
-                                format!(
-                                    "{} is not a variant of flag {}",
-                                    crate::error::quoted(variant),
-                                    crate::error::quoted(&req.flag)
-                                ),
+                                format!("{at}.variants"),
+                                "give variant or variants, not both",
                             ));
+                        }
+                        if !req.enabled && req.variant_names().next().is_some() {
+                            problems.push(Problem::new(
+                                format!("{at}.enabled"),
+                                "a flag required off hands out no variant: drop the variants",
+                            ));
+                        }
+                        let known = |name: &str| {
+                            required.variants.iter().any(|v| v.name == name)
+                                || required
+                                    .stages
+                                    .iter()
+                                    .any(|s| s.variants.iter().any(|v| v.name == name))
+                        };
+                        let named = req.variant.iter().map(|v| (format!("{at}.variant"), v)).chain(
+                            req.variants
+                                .iter()
+                                .enumerate()
+                                .map(|(j, v)| (format!("{at}.variants[{j}]"), v)),
+                        );
+                        for (path, variant) in named {
+                            if !known(variant) {
+                                problems.push(Problem::new(
+                                    path,
+                                    format!(
+                                        "{} is not a variant of flag {}",
+                                        crate::error::quoted(variant),
+                                        crate::error::quoted(&req.flag)
+                                    ),
+                                ));
+                            }
                         }
                     }
                 }
@@ -662,6 +792,7 @@ impl Flag {
             enabled: true,
             salt: None,
             bucket_by: None,
+            bucketing: Bucketing::Xxh3,
             exclude: Vec::new(),
             stages: Vec::new(),
             stage: None,
@@ -690,7 +821,7 @@ impl Flag {
             problems.push(Problem::new(format!("{path}.salt"), "must not be empty"));
         }
         if let Some(by) = &self.bucket_by {
-            let _ = check_name(&format!("{path}.bucket_by"), "bucket_by", by, problems);
+            check_bucket_by(&format!("{path}.bucket_by"), by, problems);
         }
         for (i, cohort) in self.exclude.iter().enumerate() {
             if !known(cohort) {
@@ -717,11 +848,25 @@ impl Flag {
                     problems.push(unknown_cohort(at(&format!("cohorts[{j}]")), cohort));
                 }
             }
-            if let Some(p) = stage.percent
-                && let Err(message) = check_percent(p)
-            {
-                problems.push(Problem::new(at("percent"), message));
+            if let Some(p) = stage.percent {
+                if let Err(message) = check_percent(p) {
+                    problems.push(Problem::new(at("percent"), message));
+                } else if self.bucketing == Bucketing::Unleash && p.fract() != 0.0 {
+                    problems.push(Problem::new(
+                        at("percent"),
+                        format!(
+                            "{p}: unleash bucketing has 100 buckets, so whole percentages only"
+                        ),
+                    ));
+                }
             }
+            if stage.salt.as_deref() == Some("") {
+                problems.push(Problem::new(at("salt"), "must not be empty"));
+            }
+            if let Some(by) = &stage.bucket_by {
+                check_bucket_by(&at("bucket_by"), by, problems);
+            }
+            check_variants(&format!("{path}.stages[{i}]"), &stage.variants, cohorts, problems);
             if let Some(t) = &stage.start_at
                 && let Err(message) = crate::clock::parse_rfc3339_millis(t)
             {
@@ -745,14 +890,7 @@ impl Flag {
             _ => {}
         }
 
-        let mut variant_names = NameCheck::new(path, "variants", "variant");
-        for (i, variant) in self.variants.iter().enumerate() {
-            variant_names.check(i, &variant.name, problems);
-        }
-        let total: u64 = self.variants.iter().map(|v| u64::from(v.weight)).sum();
-        if !self.variants.is_empty() && total == 0 {
-            problems.push(Problem::new(format!("{path}.variants"), "the weights add up to 0"));
-        }
+        check_variants(path, &self.variants, cohorts, problems);
         if self.value.is_some() && !self.variants.is_empty() {
             problems.push(Problem::new(
                 format!("{path}.value"),
@@ -836,6 +974,45 @@ impl Guard {
         }
         if self.window_secs == 0 {
             problems.push(Problem::new(at("window_secs"), "must be at least 1"));
+        }
+    }
+}
+
+/// A list of variants (a flag's or a stage's): unique names, weights that
+/// add up to something, pinned cohorts that exist.
+fn check_variants(
+    path: &str,
+    variants: &[Variant],
+    cohorts: &BTreeMap<String, Cohort>,
+    problems: &mut Problems,
+) {
+    let mut variant_names = NameCheck::new(path, "variants", "variant");
+    for (i, variant) in variants.iter().enumerate() {
+        variant_names.check(i, &variant.name, problems);
+        for (j, cohort) in variant.cohorts.iter().enumerate() {
+            if !cohorts.contains_key(cohort) {
+                problems.push(unknown_cohort(format!("{path}.variants[{i}].cohorts[{j}]"), cohort));
+            }
+        }
+    }
+    let total: u64 = variants.iter().map(|v| u64::from(v.weight)).sum();
+    if !variants.is_empty() && total == 0 {
+        problems.push(Problem::new(format!("{path}.variants"), "the weights add up to 0"));
+    }
+}
+
+fn check_bucket_by(path: &str, by: &BucketBy, problems: &mut Problems) {
+    if by.names().is_empty() {
+        problems.push(Problem::new(path, "an empty list buckets nothing: name a unit"));
+    }
+    for (i, name) in by.names().iter().enumerate() {
+        let at = match by {
+            BucketBy::One(_) => path.to_owned(),
+            BucketBy::FirstOf(_) => format!("{path}[{i}]"),
+        };
+        if check_name(&at, "bucket_by", name, problems) && by.names()[..i].contains(name) {
+            problems
+                .push(Problem::new(at, format!("{} is listed twice", crate::error::quoted(name))));
         }
     }
 }

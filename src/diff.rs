@@ -107,7 +107,7 @@ pub enum ChangeKind {
         /// Cohorts no longer excluded.
         removed: Vec<String>,
     },
-    /// The variants or their weights changed.
+    /// The variants, their weights or their pinned cohorts changed.
     VariantsChanged,
     /// A value changed: of a variant (its name), or of the flag itself.
     ValueChanged {
@@ -116,7 +116,8 @@ pub enum ChangeKind {
     },
     /// The flags this one requires changed.
     PrerequisitesChanged {
-        /// Prerequisites added, as `flag` or `flag:variant`.
+        /// Prerequisites added, as `flag`, `flag:variant` (`flag:a|b` for
+        /// any of several), or `!flag` (required off).
         added: Vec<String>,
         /// Prerequisites removed.
         removed: Vec<String>,
@@ -462,7 +463,13 @@ fn flag_changes(key: &str, old: &Flag, new: &Flag, changes: &mut Vec<Change>) {
             )),
         );
     }
-    let by = |f: &Flag| f.bucket_by.clone().unwrap_or_else(|| "user".to_owned());
+    let by = |f: &Flag| {
+        let by = f.bucket_by.as_ref().map_or_else(|| "user".to_owned(), ToString::to_string);
+        match f.bucketing {
+            crate::config::Bucketing::Unleash => format!("{by} (unleash bucketing)"),
+            _ => by,
+        }
+    };
     if by(old) != by(new) {
         push(
             ChangeKind::BucketByChanged { from: by(old), to: by(new) },
@@ -509,6 +516,31 @@ fn flag_changes(key: &str, old: &Flag, new: &Flag, changes: &mut Vec<Change>) {
                     None,
                 );
             }
+            if before.salt != after.salt || before.bucket_by != after.bucket_by {
+                push(
+                    ChangeKind::StagesChanged {
+                        detail: format!(
+                            "stage {:?}: its own salt or bucket_by changed",
+                            after.name
+                        ),
+                    },
+                    false,
+                    Some(format!(
+                        "stage {:?} of {key:?} buckets its units anew: its percentage exposes \
+                         different units; going back reshuffles them again",
+                        after.name
+                    )),
+                );
+            }
+            if before.variants != after.variants {
+                push(
+                    ChangeKind::StagesChanged {
+                        detail: format!("stage {:?}: its own variants changed", after.name),
+                    },
+                    true,
+                    None,
+                );
+            }
         }
     } else {
         push(
@@ -541,8 +573,9 @@ fn flag_changes(key: &str, old: &Flag, new: &Flag, changes: &mut Vec<Change>) {
             last.warning.get_or_insert(warning);
         }
     }
-    let shape =
-        |f: &Flag| f.variants.iter().map(|v| (v.name.clone(), v.weight)).collect::<Vec<_>>();
+    let shape = |f: &Flag| {
+        f.variants.iter().map(|v| (v.name.clone(), v.weight, v.cohorts.clone())).collect::<Vec<_>>()
+    };
     let change =
         |kind| Change { flag: Some(key.to_owned()), kind, reversible: true, warning: None };
     if shape(old) != shape(new) {
@@ -558,9 +591,13 @@ fn flag_changes(key: &str, old: &Flag, new: &Flag, changes: &mut Vec<Change>) {
         changes.push(change(ChangeKind::ValueChanged { variant: None }));
     }
     if old.requires != new.requires {
-        let name = |r: &crate::config::Requirement| match &r.variant {
-            Some(v) => format!("{}:{v}", r.flag),
-            None => r.flag.clone(),
+        let name = |r: &crate::config::Requirement| {
+            let variants: Vec<&str> = r.variant_names().collect();
+            match (r.enabled, variants.as_slice()) {
+                (false, _) => format!("!{}", r.flag),
+                (true, []) => r.flag.clone(),
+                (true, vs) => format!("{}:{}", r.flag, vs.join("|")),
+            }
         };
         let (o, n): (BTreeSet<String>, BTreeSet<String>) =
             (old.requires.iter().map(name).collect(), new.requires.iter().map(name).collect());

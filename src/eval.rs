@@ -7,9 +7,9 @@
 
 use std::fmt;
 
-use crate::bucket::{bucket_seeded, variant_point};
+use crate::bucket::bucket_seeded;
 use crate::clock::Clock;
-use crate::compile::{Cohort, Flag, NO_PERCENT, NO_START, NameSet, Shortcut, Unit};
+use crate::compile::{Cohort, Flag, Hashing, NO_PERCENT, NO_START, NameSet, Shortcut, Variants};
 use crate::context::Context;
 
 /// The result of evaluating a flag for a context.
@@ -150,13 +150,24 @@ impl crate::compile::Prerequisite {
             return false;
         }
         let Some(parent) = flags.get(self.index as usize) else { return false };
-        match self.variant {
-            None => parent.is_enabled_at(flags, ctx, clock, depth + 1),
-            Some(v) => {
-                parent.decide_traced(flags, ctx, clock, &mut (), depth + 1).exposes()
-                    && parent.variant_at(ctx) == Some(v as usize)
-            }
+        if self.on && self.variants.is_empty() {
+            return parent.is_enabled_at(flags, ctx, clock, depth + 1);
         }
+        let reason = parent.decide_traced(flags, ctx, clock, &mut (), depth + 1);
+        self.met_by(parent, reason, ctx)
+    }
+
+    /// Whether the required flag's decision `reason` for `ctx` meets this.
+    #[inline]
+    fn met_by(&self, parent: &Flag, reason: Reason<'static>, ctx: &Context<'_>) -> bool {
+        if !self.on {
+            return !reason.exposes();
+        }
+        reason.exposes()
+            && (self.variants.is_empty() || {
+                let name = parent.variant_name(parent.variant_at(ctx, reason), reason);
+                name.is_some_and(|n| self.variants.contains(&n))
+            })
     }
 }
 
@@ -197,10 +208,7 @@ impl Flag {
             let met = depth < crate::config::MAX_PREREQUISITE_DEPTH
                 && flags.get(required.index as usize).is_some_and(|parent| {
                     let reason = parent.decide_traced(flags, ctx, clock, &mut (), depth + 1);
-                    reason.exposes()
-                        && required
-                            .variant
-                            .is_none_or(|v| parent.variant_at(ctx) == Some(v as usize))
+                    required.met_by(parent, reason, ctx)
                 });
             trace.prerequisite(required.key, met);
             if !met {
@@ -227,11 +235,14 @@ impl Flag {
             }
             if stage.threshold != NO_PERCENT {
                 // Fail closed: a context without the unit is in no percentage.
-                let Some(unit) = unit else {
+                let b = match stage.own.as_deref() {
+                    None => unit.map(|unit| *bucket.get_or_insert_with(|| self.bucket_of(unit))),
+                    Some(own) => own.unit.of(ctx).map(|unit| own.bucket(unit)),
+                };
+                let Some(b) = b else {
                     trace.stage(index, StageVerdict::NoUnit);
                     continue;
                 };
-                let b = *bucket.get_or_insert_with(|| self.bucket_of(unit));
                 if b >= stage.threshold {
                     trace.stage(index, StageVerdict::OutsidePercent);
                     continue;
@@ -308,7 +319,7 @@ impl Flag {
             Shortcut::Off => false,
             Shortcut::On => true,
             Shortcut::Below(threshold) => {
-                self.unit_of(ctx).is_some_and(|unit| bucket_seeded(self.seed, unit) < threshold)
+                self.unit_of(ctx).is_some_and(|unit| self.bucket_of(unit) < threshold)
             }
             Shortcut::Walk => self.decide(flags, ctx, clock).exposes(),
         }
@@ -324,7 +335,7 @@ impl Flag {
     /// hoisted in front of the loop and paid on every call.
     #[inline(never)]
     fn bucket_of(&self, unit: &str) -> u32 {
-        bucket_seeded(self.seed, unit)
+        self.hashing.bucket(unit)
     }
 
     /// [`Flag::is_enabled`] for a check that is counted, with the cell to
@@ -347,9 +358,7 @@ impl Flag {
         match (self.shortcut, self.stages.as_deref()) {
             // One bare percentage stage (the common shape of a rollout).
             (Shortcut::Below(threshold), Some([_])) => {
-                let on = self
-                    .unit_of(ctx)
-                    .is_some_and(|unit| bucket_seeded(self.seed, unit) < threshold);
+                let on = self.unit_of(ctx).is_some_and(|unit| self.bucket_of(unit) < threshold);
                 (on, if on { self.series.first_exposed } else { self.series.not_exposed })
             }
             (Shortcut::On, None) => (true, self.series.first_exposed),
@@ -369,56 +378,84 @@ impl Flag {
         ctx: &Context<'_>,
     ) -> Evaluation<'static> {
         let enabled = reason.exposes();
-        let at = if enabled { self.variant_at(ctx) } else { None };
-        let (variant, value) =
-            if enabled { (self.variant_name(at), self.value_at(at)) } else { (None, None) };
+        let at = if enabled { self.variant_at(ctx, reason) } else { None };
+        let (variant, value) = if enabled {
+            (self.variant_name(at, reason), self.value_at(at, reason))
+        } else {
+            (None, None)
+        };
         Evaluation { enabled, variant, reason, value }
+    }
+
+    /// The variants an exposed context draws from, and how: the stage's
+    /// own, or the flag's.
+    #[inline]
+    fn variants_for(&self, reason: Reason<'_>) -> (&Variants, &Hashing) {
+        if let Reason::Stage { index, .. } = reason
+            && let Some(stage) = self.stages.as_deref().and_then(|s| s.get(index))
+            && let Some(variants) = stage.variants.as_deref()
+        {
+            return (variants, stage.own.as_deref().unwrap_or(&self.hashing));
+        }
+        (&self.variants, &self.hashing)
     }
 
     /// The value of an exposed context, given its variant's position.
     #[inline]
-    pub(crate) fn value_at(&self, at: Option<usize>) -> Option<&'static serde_json::Value> {
+    pub(crate) fn value_at(
+        &self,
+        at: Option<usize>,
+        reason: Reason<'_>,
+    ) -> Option<&'static serde_json::Value> {
         if self.forced.is_some_and(|f| f.variant.is_some()) {
             return None;
         }
         match at {
-            Some(i) => self.variants.get(i).and_then(|v| v.value),
+            Some(i) => self.variants_for(reason).0.list.get(i).and_then(|v| v.value),
             None => self.value,
         }
     }
 
     /// The name of the variant of an exposed context, given its position.
     #[inline]
-    pub(crate) fn variant_name(&self, at: Option<usize>) -> Option<&'static str> {
+    pub(crate) fn variant_name(
+        &self,
+        at: Option<usize>,
+        reason: Reason<'_>,
+    ) -> Option<&'static str> {
         if let Some(forced) = &self.forced {
             return forced.variant;
         }
-        at.and_then(|i| self.variants.get(i)).map(|v| v.name)
+        at.and_then(|i| self.variants_for(reason).0.list.get(i)).map(|v| v.name)
     }
 
-    /// The position of the variant of an exposed context.
+    /// The position of the variant of an exposed context (in the list
+    /// [`Flag::variants_for`] its reason draws from): a variant that pins
+    /// it, or its unit's by weight (the first without a unit).
     #[inline]
-    pub(crate) fn variant_at(&self, ctx: &Context<'_>) -> Option<usize> {
-        if self.variants.is_empty() {
+    pub(crate) fn variant_at(&self, ctx: &Context<'_>, reason: Reason<'_>) -> Option<usize> {
+        let (variants, hashing) = self.variants_for(reason);
+        if variants.list.is_empty() {
             return None;
         }
-        let Some(unit) = self.unit_of(ctx) else {
+        if variants.pinned
+            && let Some(i) =
+                variants.list.iter().position(|v| v.pins.iter().any(|c| c.matches(ctx)))
+        {
+            return Some(i);
+        }
+        let Some(unit) = hashing.unit.of(ctx) else {
             return Some(0);
         };
-        let x = variant_point(self.variant_seed, unit, self.total_weight);
-        // x < total_weight = the last cumulative weight, so a variant is found;
+        let x = hashing.variant_point(unit, variants.total);
+        // x < total = the last cumulative weight, so a variant is found;
         // the fallback only keeps this free of panics.
-        Some(self.variants.iter().position(|v| v.cumulative > x).unwrap_or(0))
+        Some(variants.list.iter().position(|v| v.cumulative > x).unwrap_or(0))
     }
 
     #[inline]
     pub(crate) fn unit_of<'c>(&self, ctx: &Context<'c>) -> Option<&'c str> {
-        match &self.unit {
-            Unit::User => ctx.get_user(),
-            Unit::Tenant => ctx.get_tenant(),
-            Unit::Region => ctx.get_region(),
-            Unit::Attr(key) => ctx.get_attr(key),
-        }
+        self.hashing.unit.of(ctx)
     }
 }
 

@@ -56,8 +56,10 @@ pub struct Explanation {
     pub bucket_by: Option<String>,
     /// The context's value for `bucket_by`.
     pub unit: Option<String>,
-    /// The unit's bucket, `0..100_000`.
+    /// The unit's bucket, in `0..buckets`.
     pub bucket: Option<u32>,
+    /// How many buckets there are: 100,000 (or 100 with Unleash bucketing).
+    pub buckets: u32,
     /// The excluding cohorts, in order; `matched` is `None` when not checked.
     pub exclusions: Vec<CohortCheck>,
     /// The flags this one requires, in order; `met` is `None` when not
@@ -85,8 +87,10 @@ pub struct CohortCheck {
 pub struct PrerequisiteCheck {
     /// The flag required.
     pub flag: String,
-    /// The variant required of it, if any.
-    pub variant: Option<String>,
+    /// Whether it must be on (or, `false`, off).
+    pub enabled: bool,
+    /// The variants required of it (any of them), if any.
+    pub variants: Vec<String>,
     /// Whether it is met for the context; `None` when not checked.
     pub met: Option<bool>,
 }
@@ -107,6 +111,10 @@ pub struct StageCheck {
     pub threshold: Option<u32>,
     /// The stage's `start_at`, as RFC 3339.
     pub start_at: Option<String>,
+    /// What this stage's percentage counts, when it is not the flag's
+    /// `bucket_by` (or hashes with its own salt), the context's value for
+    /// it and its bucket.
+    pub own_unit: Option<(String, Option<String>, Option<u32>)>,
     /// What the check came to.
     pub verdict: StageVerdict,
 }
@@ -144,6 +152,7 @@ impl Compiled {
             bucket_by: None,
             unit: None,
             bucket: None,
+            buckets: crate::bucket::BUCKETS,
             exclusions: Vec::new(),
             prerequisites: Vec::new(),
             value: None,
@@ -164,9 +173,10 @@ impl Compiled {
         why.reason = ev.reason.label().to_owned();
         why.summary = ev.reason.to_string();
         why.kill_switch = !flag.enabled;
-        why.bucket_by = Some(flag.unit.name().to_owned());
+        why.bucket_by = Some(flag.hashing.unit.describe());
         why.unit = flag.unit_of(ctx).map(str::to_owned);
         why.bucket = flag.unit_bucket(ctx);
+        why.buckets = flag.hashing.buckets();
         why.exclusions = flag
             .exclude
             .iter()
@@ -180,13 +190,8 @@ impl Compiled {
             .iter()
             .map(|r| PrerequisiteCheck {
                 flag: r.key.to_owned(),
-                variant: r.variant.and_then(|v| {
-                    self.flags
-                        .get(r.index as usize)?
-                        .variants
-                        .get(v as usize)
-                        .map(|v| v.name.to_owned())
-                }),
+                enabled: r.on,
+                variants: r.variants.iter().map(|v| (*v).to_owned()).collect(),
                 met: recorder.prerequisites.iter().find(|(f, _)| *f == r.key).map(|(_, m)| *m),
             })
             .collect();
@@ -217,6 +222,10 @@ fn stage_checks(flag: &Flag, ctx: &Context<'_>, recorder: &Recorder) -> Vec<Stag
                 .collect(),
             threshold: (stage.threshold != NO_PERCENT).then_some(stage.threshold),
             start_at: (stage.start_at != NO_START).then(|| rfc3339(stage.start_at)),
+            own_unit: stage.own.as_deref().map(|own| {
+                let unit = own.unit.of(ctx);
+                (own.unit.describe(), unit.map(str::to_owned), unit.map(|u| own.bucket(u)))
+            }),
             verdict,
         }
     });
@@ -227,6 +236,7 @@ fn stage_checks(flag: &Flag, ctx: &Context<'_>, recorder: &Recorder) -> Vec<Stag
         cohorts: Vec::new(),
         threshold: None,
         start_at: None,
+        own_unit: None,
         verdict: StageVerdict::NotInEffect,
     });
     in_effect.chain(later).collect()

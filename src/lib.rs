@@ -100,6 +100,7 @@ pub mod diff;
 mod error;
 mod eval;
 mod explain;
+pub mod import;
 pub mod integrations;
 pub mod observe;
 pub mod publish;
@@ -111,7 +112,9 @@ pub mod source;
 mod store;
 pub mod testing;
 
-pub use bucket::{BUCKETS, bucket, holdback_bucket, variant_index};
+pub use bucket::{
+    BUCKETS, UNLEASH_VARIANT_SEED, bucket, holdback_bucket, unleash_normalized_hash, variant_index,
+};
 pub use clock::{Clock, ManualClock, SystemClock, TimeError};
 pub use context::{Context, ContextBuf, INLINE_ATTRIBUTES};
 pub use error::{Error, MAX_PROBLEMS, Problem};

@@ -14,6 +14,9 @@ use crate::clock::parse_rfc3339_millis;
 use crate::config::{Operator, Rule};
 use crate::context::Context;
 
+/// The most strings `in` scans; more are hashed.
+const SCAN: usize = 8;
+
 /// The largest compiled regular expression a rule may hold.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
@@ -37,6 +40,8 @@ enum Attribute {
 #[derive(Clone, Debug)]
 enum Matcher {
     In(Strings),
+    /// `in` over more strings than a scan is quicker for: hashed.
+    InSet(Box<foldhash::HashSet<Box<str>>>, bool),
     StartsWith(Strings),
     EndsWith(Strings),
     Contains(Strings),
@@ -114,7 +119,18 @@ impl CompiledRule {
             return Err(("case_insensitive", "applies to string operators only".into()));
         }
         let matcher = match rule.op {
-            Operator::In => Matcher::In(strings(rule, false)?),
+            Operator::In => {
+                let set = strings(rule, false)?;
+                if set.values.len() > SCAN {
+                    let case_insensitive = set.case_insensitive;
+                    Matcher::InSet(
+                        Box::new(set.values.into_vec().into_iter().collect()),
+                        case_insensitive,
+                    )
+                } else {
+                    Matcher::In(set)
+                }
+            }
             Operator::StartsWith => Matcher::StartsWith(strings(rule, true)?),
             Operator::EndsWith => Matcher::EndsWith(strings(rule, true)?),
             Operator::Contains => Matcher::Contains(strings(rule, true)?),
@@ -205,6 +221,14 @@ impl Matcher {
     fn matches(&self, value: &str) -> bool {
         match self {
             Matcher::In(set) => set.any(value, Test::Equal),
+            Matcher::InSet(set, false) => set.contains(value),
+            Matcher::InSet(set, true) => {
+                let mut buffer = [0u8; 256];
+                match lowercase_into(value, &mut buffer) {
+                    Some(lower) => set.contains(lower),
+                    None => set.iter().any(|s| Test::Equal.holds_folded(value, s)),
+                }
+            }
             Matcher::StartsWith(set) => set.any(value, Test::Prefix),
             Matcher::EndsWith(set) => set.any(value, Test::Suffix),
             Matcher::Contains(set) => set.any(value, Test::Substring),

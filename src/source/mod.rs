@@ -270,6 +270,8 @@ pub(crate) trait Watcher: Send {
 }
 
 /// What a wait came to.
+// Only the etcd source watches; without it no wait is ever made.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub(crate) enum Watched {
     /// The document (or its signature) changed: pull now.
     Changed,

@@ -527,3 +527,45 @@ fn validate_notes_a_guard_without_a_holdback() {
     assert!(stdout(&out).contains("note: flags.f.guard: no holdback"), "{}", stdout(&out));
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn import_unleash_writes_a_config_that_validates_and_prints_warnings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("unleash.json");
+    std::fs::write(
+        &source,
+        r#"{ "version": 1, "features": [
+            { "name": "checkout", "enabled": true, "strategies": [
+                { "name": "flexibleRollout", "parameters": { "rollout": "25", "stickiness": "default" } } ] } ] }"#,
+    )
+    .expect("write");
+    let target = dir.path().join("flags.json");
+    let target_arg = target.to_string_lossy().into_owned();
+    let source_arg = source.to_string_lossy().into_owned();
+    let out = run(&["import", "unleash", &source_arg, "-o", &target_arg, "--version", "42"]);
+    assert_clean(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("1 flags"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("warning: feature \"checkout\""), "{}", stderr(&out));
+    let config = flagstone::config::Config::from_json(std::fs::read(&target).expect("written"))
+        .expect("a valid config");
+    assert_eq!(config.version, 42);
+    let out = run(&["validate", &target_arg]);
+    assert!(out.status.success(), "{}", stdout(&out));
+
+    // Not an Unleash document: exit 1, saying what is missing.
+    let out = run(&["import", "unleash", EXAMPLE]);
+    assert_clean(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is not an Unleash features document"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\"features\""), "{}", stderr(&out));
+}
+
+#[test]
+fn bucket_shows_unleash_normalized_hashes() {
+    let out = run(&["bucket", "--unleash", "--salt", "AB12A", "122", "155", "--json"]);
+    assert_clean(&out);
+    let rows = json(&out);
+    assert_eq!(rows[0]["normalized"], 23);
+    assert_eq!(rows[1]["normalized"], 100);
+}

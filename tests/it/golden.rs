@@ -1,5 +1,6 @@
 //! Conformance: the bucketing spec against vectors computed by an independent
-//! implementation (`tools/golden_vectors.py`, PyPI `xxhash`). A failure here
+//! implementation (`tools/golden_vectors.py`, PyPI `xxhash`, and `mmh3` for
+//! the Unleash-compatible mode). A failure here
 //! means the crate no longer buckets like every other implementation: a
 //! breaking change, never a test to update.
 
@@ -11,6 +12,25 @@ struct Golden {
     buckets: Vec<BucketVector>,
     variants: Vec<VariantVector>,
     holdbacks: Vec<BucketVector>,
+    unleash: Vec<UnleashVector>,
+    unleash_variants: Vec<UnleashVariantVector>,
+}
+
+#[derive(Deserialize)]
+struct UnleashVector {
+    group: String,
+    unit: String,
+    n: u32,
+    seed: u32,
+    normalized: u32,
+}
+
+#[derive(Deserialize)]
+struct UnleashVariantVector {
+    group: String,
+    unit: String,
+    weights: Vec<u32>,
+    index: usize,
 }
 
 #[derive(Deserialize)]
@@ -150,5 +170,60 @@ fn evaluation_holds_back_exactly_below_the_golden_holdback_bucket() {
             "{:?}",
             v.unit
         );
+    }
+}
+
+#[test]
+fn unleash_hashes_match_the_independent_implementation() {
+    let golden = golden();
+    assert!(golden.unleash.len() >= 40);
+    for v in &golden.unleash {
+        assert_eq!(
+            flagstone::unleash_normalized_hash(&v.group, &v.unit, v.n, v.seed),
+            v.normalized,
+            "group {:?} unit {:?} n {} seed {}",
+            v.group,
+            v.unit,
+            v.n,
+            v.seed
+        );
+    }
+}
+
+#[test]
+fn unleash_bucketing_evaluates_exactly_at_the_golden_hash() {
+    // A rollout of p is on when Unleash's normalized hash is at most p; a
+    // variant is the first whose cumulative weight reaches its hash.
+    let golden = golden();
+    // (A salt may not be empty: those vectors are checked on the hash alone.)
+    for v in golden.unleash.iter().filter(|v| v.seed == 0 && !v.group.is_empty()) {
+        for p in [v.normalized - 1, v.normalized] {
+            let store = FlagStore::from_json(format!(
+                r#"{{"version":1,"flags":{{"f":{{"enabled":true,"bucketing":"unleash",
+                    "salt":{},"bucket_by":"tenant",
+                    "stages":[{{"name":"s","percent":{p}}}],"stage":"s"}}}}}}"#,
+                serde_json::to_string(&v.group).expect("json")
+            ))
+            .expect("valid");
+            let on = store.is_enabled("f", &Context::new().tenant(&v.unit));
+            assert_eq!(on, v.normalized <= p, "unit {:?} at {p}%", v.unit);
+        }
+    }
+    for v in golden.unleash_variants.iter().filter(|v| !v.group.is_empty()) {
+        let variants: Vec<String> = v
+            .weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!(r#"{{"name":"v{i}","weight":{w}}}"#))
+            .collect();
+        let store = FlagStore::from_json(format!(
+            r#"{{"version":1,"flags":{{"f":{{"enabled":true,"bucketing":"unleash","salt":{},
+                "bucket_by":"tenant","variants":[{}]}}}}}}"#,
+            serde_json::to_string(&v.group).expect("json"),
+            variants.join(",")
+        ))
+        .expect("valid");
+        let ev = store.evaluate("f", &Context::new().tenant(&v.unit));
+        assert_eq!(ev.variant, Some(format!("v{}", v.index).as_str()), "unit {:?}", v.unit);
     }
 }

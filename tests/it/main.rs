@@ -26,6 +26,8 @@ mod servers;
 mod store;
 mod stress;
 mod targeting;
+mod unleash_import;
+mod unleash_spec;
 
 /// The example config of the format's documentation (version 7).
 pub const EXAMPLE: &str = include_str!("testdata/example.json");

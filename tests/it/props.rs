@@ -221,7 +221,9 @@ fn naive_decide(
         return (false, None, "excluded".into());
     }
     let salt = flag.salt.clone().unwrap_or_else(|| key.to_owned());
-    let unit = ctx.value(flag.bucket_by.as_deref().unwrap_or("user"));
+    let unit = ctx.value(
+        flag.bucket_by.as_ref().and_then(|b| b.names().first()).map_or("user", String::as_str),
+    );
     let exposed_by = if flag.stages.is_empty() {
         Some("on".to_owned())
     } else {

@@ -383,3 +383,113 @@ fn prerequisite_cycles_missing_flags_and_depth_are_refused_with_paths() {
     let err = FlagStore::from_json(deep.to_string()).expect_err("too deep");
     assert!(err.to_string().contains("prerequisites chain 9 flags deep"), "{err}");
 }
+
+#[test]
+fn a_unit_list_buckets_by_the_first_unit_the_context_has() {
+    let store = FlagStore::from_json(
+        r#"{ "version": 1, "flags": { "f": { "enabled": true, "bucket_by": ["user", "sessionId"],
+            "stages": [ { "name": "half", "percent": 50 } ], "stage": "half" } } }"#,
+    )
+    .expect("valid");
+    for i in 0..200 {
+        let id = format!("id-{i}");
+        let by_user = store.is_enabled("f", &Context::new().user(&id).attr("sessionId", "other"));
+        let by_session = store.is_enabled("f", &Context::new().attr("sessionId", &id));
+        // The same value buckets the same whichever unit carries it.
+        assert_eq!(by_user, flagstone::bucket("f", &id) < 50_000, "{id}");
+        assert_eq!(by_session, by_user, "{id}");
+    }
+    assert!(!store.is_enabled("f", &Context::new().tenant("t")), "no unit: in no percentage");
+    let err = FlagStore::from_json(
+        r#"{ "version": 1, "flags": { "f": { "enabled": true, "bucket_by": ["user", "user"] } } }"#,
+    )
+    .expect_err("a unit twice");
+    assert!(err.to_string().contains("flags.f.bucket_by[1]"), "{err}");
+}
+
+#[test]
+fn a_stage_may_bucket_and_hand_out_variants_of_its_own() {
+    let store = FlagStore::from_json(
+        r#"{ "version": 1,
+        "cohorts": { "staff": { "users": ["u-staff"] }, "vip": { "users": ["u-vip"] } },
+        "flags": { "f": { "enabled": true, "bucket_by": "user",
+            "stages": [
+              { "name": "staff", "cohorts": ["staff"],
+                "variants": [ { "name": "internal", "weight": 1, "value": "staff build" } ] },
+              { "name": "tenants", "percent": 30, "salt": "tenants-salt", "bucket_by": "tenant" } ],
+            "stage": "tenants",
+            "variants": [ { "name": "pinned", "weight": 0, "cohorts": ["vip"] },
+                          { "name": "a", "weight": 1 }, { "name": "b", "weight": 1 } ] } } }"#,
+    )
+    .expect("valid");
+    // The staff stage's own variants.
+    let staff = store.evaluate("f", &Context::new().user("u-staff"));
+    assert_eq!((staff.variant, staff.value), (Some("internal"), Some(&json!("staff build"))));
+    // The second stage counts tenants under its own salt.
+    for i in 0..200 {
+        let tenant = format!("t-{i}");
+        let ctx = Context::new().tenant(&tenant).user("u-1");
+        assert_eq!(
+            store.is_enabled("f", &ctx),
+            flagstone::bucket("tenants-salt", &tenant) < 30_000,
+            "{tenant}"
+        );
+    }
+    // The flag's variants for it, by the flag's unit; a pinned cohort wins
+    // whatever the weights.
+    let exposed = (0..200)
+        .map(|i| format!("t-{i}"))
+        .find(|t| store.is_enabled("f", &Context::new().tenant(t)))
+        .expect("an exposed tenant");
+    let ev = store.evaluate("f", &Context::new().tenant(&exposed).user("u-vip"));
+    assert_eq!(ev.variant, Some("pinned"));
+    let ev = store.evaluate("f", &Context::new().tenant(&exposed).user("u-2"));
+    assert!(matches!(ev.variant, Some("a" | "b")), "{ev:?}");
+    // Counted under the stage and the variant it handed out.
+    let text = store.metrics().to_prometheus();
+    assert!(
+        text.contains(r#"flagstone_evaluations_total{flag="f",stage="staff",variant="internal",result="on"} 1"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_prerequisite_may_name_several_variants_or_require_a_flag_off() {
+    let store = FlagStore::from_json(
+        r#"{ "version": 1, "cohorts": { "beta": { "users": ["u-beta"] } },
+        "flags": {
+          "parent": { "enabled": true, "stages": [ { "name": "beta", "cohorts": ["beta"] } ], "stage": "beta",
+                      "variants": [ { "name": "x", "weight": 1 }, { "name": "y", "weight": 1 } ] },
+          "any": { "enabled": true, "requires": [ { "flag": "parent", "variants": ["x", "y"] } ] },
+          "off": { "enabled": true, "requires": [ { "flag": "parent", "enabled": false } ] } } }"#,
+    )
+    .expect("valid");
+    let beta = Context::new().user("u-beta");
+    let other = Context::new().user("u-other");
+    assert!(store.is_enabled("any", &beta) && !store.is_enabled("any", &other));
+    assert!(!store.is_enabled("off", &beta) && store.is_enabled("off", &other));
+    let err = FlagStore::from_json(
+        r#"{ "version": 1, "flags": {
+          "p": { "enabled": true, "variants": [ { "name": "x", "weight": 1 } ] },
+          "c": { "enabled": true, "requires": [ { "flag": "p", "enabled": false, "variants": ["x"] },
+                                                { "flag": "p", "variants": ["x", "z"] } ] } } }"#,
+    )
+    .expect_err("invalid");
+    let problems: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+    assert!(problems.iter().any(|p| p.starts_with("flags.c.requires[0].enabled")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.starts_with("flags.c.requires[1].variants[1]")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn unleash_bucketing_takes_whole_percentages() {
+    let err = FlagStore::from_json(
+        r#"{ "version": 1, "flags": { "f": { "enabled": true, "bucketing": "unleash",
+            "stages": [ { "name": "s", "percent": 12.5 } ], "stage": "s" } } }"#,
+    )
+    .expect_err("fractional");
+    assert!(err.to_string().contains("flags.f.stages[0].percent"), "{err}");
+    assert!(err.to_string().contains("whole percentages"), "{err}");
+}

@@ -58,23 +58,34 @@ pub(crate) fn run(
         if why.kill_switch { style.bad("set (enabled: false)") } else { "not set".to_owned() }
     );
     let by = why.bucket_by.as_deref().unwrap_or("user");
+    let above = |b: u32| {
+        // 100,000 buckets of 0.001%, or Unleash's 100 of 1%.
+        if why.buckets == 100 {
+            format!("{}% or more", b + 1)
+        } else {
+            format!("above {}", percent(b))
+        }
+    };
     match (&why.unit, why.bucket) {
         (Some(u), Some(b)) => outln!(
-            "  bucket_by    {by} = {u:?} -> bucket {b} of 100000 (in any rollout above {})",
-            percent(b)
+            "  bucket_by    {by} = {u:?} -> bucket {b} of {} (in any rollout {})",
+            why.buckets,
+            above(b)
         ),
-        _ => outln!("  bucket_by    {by}: the context has no {by}, so it is in no percentage"),
+        _ => outln!("  bucket_by    {by}: the context has no such unit, so it is in no percentage"),
     }
     if !why.prerequisites.is_empty() {
         outln!("  prerequisites");
         for p in &why.prerequisites {
-            let required = match &p.variant {
-                Some(v) => format!("{} in variant {v:?}", p.flag),
-                None => format!("{} on", p.flag),
+            let required = match (p.enabled, p.variants.as_slice()) {
+                (false, _) => format!("{} off", p.flag),
+                (true, []) => format!("{} on", p.flag),
+                (true, [v]) => format!("{} in variant {v:?}", p.flag),
+                (true, vs) => format!("{} in a variant of {vs:?}", p.flag),
             };
             let verdict = match p.met {
                 Some(true) => "met".to_owned(),
-                Some(false) => style.bad("NOT MET: the flag is off"),
+                Some(false) => style.bad("NOT MET"),
                 None => "not checked".to_owned(),
             };
             outln!("    {required:<30} {verdict}");

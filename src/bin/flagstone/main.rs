@@ -19,6 +19,7 @@
 mod bucket;
 mod diff;
 mod explain;
+mod import;
 mod keys;
 mod out;
 mod plan;
@@ -112,17 +113,26 @@ enum Command {
     /// Publish a config to etcd or a directory, validated, newer than what is
     /// there, signed if asked; of two publishers racing, one wins.
     Publish(publish::Args),
+    /// Convert another system's flags into a flagstone config.
+    Import {
+        #[command(subcommand)]
+        source: import::Source,
+    },
     /// Make an Ed25519 key pair for signed configs.
     Keygen(keys::Keygen),
     /// Sign a config (a detached signature, FILE.sig).
     Sign(keys::Sign),
     /// Check a config's signature: exit 0 valid, 1 not.
     Verify(keys::Verify),
-    /// The bucket (0..100000) of each unit under a salt, as the library computes it.
+    /// The bucket (0..100000) of each unit under a salt, as the library
+    /// computes it (with --unleash, Unleash's normalized hash, 1..=100).
     Bucket {
-        /// The salt (a flag's `salt`, or its key).
+        /// The salt (a flag's `salt`, or its key; Unleash's groupId).
         #[arg(long)]
         salt: String,
+        /// Unleash's bucketing (`"bucketing": "unleash"`).
+        #[arg(long)]
+        unleash: bool,
         /// Units (tenant, user, ... values).
         #[arg(required = true)]
         units: Vec<String>,
@@ -173,8 +183,9 @@ fn main() -> ExitCode {
             diff::run(&old, &new, population.as_deref(), at.as_deref(), json, style)
         }
         Command::Plan { file, flag, json } => plan::run(&file, flag.as_deref(), json, style),
-        Command::Bucket { salt, units, json } => bucket::run(&salt, &units, json),
+        Command::Bucket { salt, unleash, units, json } => bucket::run(&salt, unleash, &units, json),
         Command::Publish(args) => publish::run(&args),
+        Command::Import { source } => import::run(&source, style),
         Command::Keygen(args) => keys::keygen(&args),
         Command::Sign(args) => keys::sign(&args),
         Command::Verify(args) => keys::verify(&args),

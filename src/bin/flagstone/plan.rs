@@ -44,7 +44,7 @@ pub(crate) fn run(
                 let p = stage.percent.unwrap_or(100.0);
                 let added = (p - cumulative).max(0.0);
                 cumulative = cumulative.max(p);
-                format!("+{added}% of {}s", flag.bucket_by.as_deref().unwrap_or("user"))
+                format!("+{added}% of {}", units_plural(flag))
             } else {
                 let share = stage.percent.map(|p| format!("{p}% of ")).unwrap_or_default();
                 format!("+{share}{}", stage.cohorts.join(", "))
@@ -74,7 +74,10 @@ pub(crate) fn run(
             );
             continue;
         }
-        let mut notes = vec![format!("bucket_by {}", flag.bucket_by.as_deref().unwrap_or("user"))];
+        let mut notes = vec![format!("bucket_by {}", units_of(flag))];
+        if flag.bucketing == flagstone::config::Bucketing::Unleash {
+            notes.push("unleash bucketing".to_owned());
+        }
         if !flag.exclude.is_empty() {
             notes.push(format!("excluding {}", flag.exclude.join(", ")));
         }
@@ -82,9 +85,13 @@ pub(crate) fn run(
             let required: Vec<String> = flag
                 .requires
                 .iter()
-                .map(|r| match &r.variant {
-                    Some(v) => format!("{} ({v})", r.flag),
-                    None => r.flag.clone(),
+                .map(|r| {
+                    let variants: Vec<&str> = r.variant_names().collect();
+                    match (r.enabled, variants.as_slice()) {
+                        (false, _) => format!("{} off", r.flag),
+                        (true, []) => r.flag.clone(),
+                        (true, vs) => format!("{} ({})", r.flag, vs.join(" or ")),
+                    }
                 })
                 .collect();
             notes.push(format!("requires {}", required.join(", ")));
@@ -130,4 +137,20 @@ pub(crate) fn run(
         print_json(&serde_json::Value::Object(plans))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a flag's percentages count, in words.
+fn units_of(flag: &flagstone::config::Flag) -> String {
+    flag.bucket_by.as_ref().map_or_else(|| "user".to_owned(), ToString::to_string)
+}
+
+/// The units a percentage counts, as a plural: "tenants", or "the first
+/// of [user, sessionId]".
+fn units_plural(flag: &flagstone::config::Flag) -> String {
+    match &flag.bucket_by {
+        Some(flagstone::config::BucketBy::FirstOf(names)) => {
+            format!("units (the first of {})", names.join(", "))
+        }
+        _ => format!("{}s", units_of(flag)),
+    }
 }
