@@ -318,6 +318,78 @@ pub struct Flag {
     /// exposes do credibly worse than a control group (see [`Guard`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<Guard>,
+    /// Hands the flag's stages to the rollout controller (`flagstone
+    /// rollout`): its defaults, its pause switch and what it recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Box<Rollout>>,
+}
+
+/// What the rollout controller (`flagstone rollout`, [`crate::rollout`])
+/// needs to know about a flag, and what it wrote down.
+///
+/// A flag is the controller's when it has `rollout` or any stage has a
+/// `hold`; it never touches any other flag.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Rollout {
+    /// The healthy time a stage needs before the controller advances past
+    /// it, for stages without their own `hold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
+    /// When the controller may enter a stage, for stages without their own
+    /// `windows`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
+    /// The controller leaves the flag alone, step backs included.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// When the current stage was entered (RFC 3339), written by the
+    /// controller with each step so that time in stage survives restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entered_at: Option<String>,
+    /// A stage the controller stepped back from: it does not advance into
+    /// it again until a person removes this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+impl Rollout {
+    /// `entered_at` in milliseconds since the Unix epoch, when it is set
+    /// and a strict RFC 3339 time.
+    pub fn entered_at_millis(&self) -> Option<i64> {
+        crate::clock::parse_rfc3339_millis(self.entered_at.as_deref()?).ok()
+    }
+}
+
+/// A time window in a time zone: on `days` (every day when empty), from
+/// `from` to `to` (`"HH:MM"`, local time; a window with `to` before `from`
+/// ends the next day).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Window {
+    /// The days it opens on: `mon`, `tue`, `wed`, `thu`, `fri`, `sat`,
+    /// `sun`; every day when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<String>,
+    /// When it opens, `"HH:MM"` local time.
+    pub from: String,
+    /// When it closes, `"HH:MM"` local time (the next day when before
+    /// `from`).
+    pub to: String,
+    /// The IANA time zone of `from` and `to`; `UTC` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tz: Option<String>,
+}
+
+impl Window {
+    /// A window every day from `from` to `to` in `tz`.
+    pub fn new(from: impl Into<String>, to: impl Into<String>, tz: Option<&str>) -> Self {
+        Self { days: Vec::new(), from: from.into(), to: to.into(), tz: tz.map(str::to_owned) }
+    }
 }
 
 /// A safety net for a staged flag: it compares the units exposed by the
@@ -451,6 +523,19 @@ pub struct Stage {
     /// Variants for the contexts this stage exposes, instead of the flag's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<Variant>,
+    /// The healthy time this stage needs before the rollout controller
+    /// advances past it (`"90s"`, `"30m"`, `"2h"`); the flag's
+    /// `rollout.hold` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
+    /// When the rollout controller may enter this stage; the flag's
+    /// `rollout.windows` when empty, and any time when both are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
+    /// The rollout controller stops before this stage: a person advances
+    /// into it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
 }
 
 impl Stage {
@@ -800,6 +885,7 @@ impl Flag {
             value: None,
             requires: Vec::new(),
             guard: None,
+            rollout: None,
         }
     }
 
@@ -867,6 +953,7 @@ impl Flag {
                 check_bucket_by(&at("bucket_by"), by, problems);
             }
             check_variants(&format!("{path}.stages[{i}]"), &stage.variants, cohorts, problems);
+            check_schedule(&format!("{path}.stages[{i}]"), &stage.hold, &stage.windows, problems);
             if let Some(t) = &stage.start_at
                 && let Err(message) = crate::clock::parse_rfc3339_millis(t)
             {
@@ -899,6 +986,57 @@ impl Flag {
         }
         if let Some(guard) = &self.guard {
             guard.validate(&format!("{path}.guard"), !self.stages.is_empty(), problems);
+        }
+        self.validate_rollout(path, problems);
+    }
+
+    fn validate_rollout(&self, path: &str, problems: &mut Problems) {
+        if let Some(rollout) = &self.rollout {
+            let at = format!("{path}.rollout");
+            check_schedule(&at, &rollout.hold, &rollout.windows, problems);
+            if let Some(t) = &rollout.entered_at
+                && let Err(message) = crate::clock::parse_rfc3339_millis(t)
+            {
+                problems.push(Problem::new(format!("{at}.entered_at"), message));
+            }
+            if let Some(failed) = &rollout.failed
+                && !self.stages.iter().any(|s| &s.name == failed)
+            {
+                problems.push(Problem::new(
+                    format!("{at}.failed"),
+                    format!("{failed:?} names no stage"),
+                ));
+            }
+        }
+        if crate::rollout::managed(self) {
+            if self.stages.is_empty() {
+                problems.push(Problem::new(
+                    format!("{path}.rollout"),
+                    "the rollout controller advances stages; the flag has none",
+                ));
+            } else if self.guard.is_none() {
+                problems.push(Problem::new(
+                    format!("{path}.guard"),
+                    "missing: the rollout controller tests each stage by the flag's guard \
+                     (its error rule, confidence and min_units)",
+                ));
+            }
+        }
+    }
+}
+
+/// Checks a `hold` and `windows` (a stage's or a flag's rollout's).
+fn check_schedule(path: &str, hold: &Option<String>, windows: &[Window], problems: &mut Problems) {
+    if let Some(hold) = hold
+        && let Err(message) = crate::rollout::parse_hold(hold)
+    {
+        problems.push(Problem::new(format!("{path}.hold"), message));
+    }
+    for (i, window) in windows.iter().enumerate() {
+        if let Err(found) = crate::rollout::OpenWindow::new(window) {
+            for (field, message) in found {
+                problems.push(Problem::new(format!("{path}.windows[{i}].{field}"), message));
+            }
         }
     }
 }

@@ -105,6 +105,7 @@ pub mod integrations;
 pub mod observe;
 pub mod publish;
 mod retained;
+pub mod rollout;
 mod rules;
 #[cfg(feature = "signing")]
 pub mod signing;

@@ -134,10 +134,23 @@ pub fn publish(
     document: &[u8],
     signature: Option<&str>,
 ) -> Result<Receipt, PublishError> {
+    let current = target.read()?;
+    publish_over(target, current.as_ref(), document, signature)
+}
+
+/// Publishes a document over what was read earlier (`over`, `None` for an
+/// empty target): it is written only if the target still holds exactly
+/// that, so a decision made on what was read never lands on anything else.
+/// Validated and checked newer, as [`publish`] does.
+pub fn publish_over(
+    target: &mut dyn Target,
+    over: Option<&Published>,
+    document: &[u8],
+    signature: Option<&str>,
+) -> Result<Receipt, PublishError> {
     let config = Config::from_json(document)
         .map_err(|e| PublishError::new(Kind::Invalid, format!("not a valid config: {e}")))?;
-    let current = target.read()?;
-    let (position, there) = match &current {
+    let (position, there) = match over {
         Some(published) => (published.position, published.version()),
         None => (0, None),
     };

@@ -40,10 +40,18 @@ impl Retained {
                 })
                 .collect()
         }
+        let mut flags = config.flags;
+        for flag in flags.values_mut() {
+            // Kept for as long as the version is: no spare capacity.
+            flag.stages.shrink_to_fit();
+            flag.variants.shrink_to_fit();
+            flag.requires.shrink_to_fit();
+            flag.exclude.shrink_to_fit();
+        }
         Self {
             version: config.version,
             cohorts: share(config.cohorts, previous.map(|p| &p.cohorts)),
-            flags: share(config.flags, previous.map(|p| &p.flags)),
+            flags: share(flags, previous.map(|p| &p.flags)),
         }
     }
 }

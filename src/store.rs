@@ -523,8 +523,16 @@ impl FlagStore {
     /// and outcomes per flag × stage ([`Metrics::to_prometheus`] renders
     /// them). Sums the per-thread shards; for exporters, not for requests.
     pub fn metrics(&self) -> Metrics {
-        let mut metrics = self.writer().observe.read();
-        metrics.guards = self.shared.current.load().guard_evidence();
+        let mut writer = self.writer();
+        let mut metrics = writer.observe.read();
+        let current = self.shared.current.load();
+        metrics.guards = current.guard_evidence();
+        metrics.version = current.version;
+        if let Some(serving) =
+            writer.history.back().filter(|a| a.compiled.version == current.version)
+        {
+            metrics.stepped_back = stepped_back(serving);
+        }
         metrics
     }
 
@@ -786,6 +794,27 @@ fn guard_loop(store: &Weak<Shared>, signal: &Signal) {
         }
         stopped = signal.stopped.lock().unwrap_or_else(|p| p.into_inner());
     }
+}
+
+/// The stages guards stepped back on an applied config: each trip keeps
+/// the stage now serving (none: the flag was disabled), so the stage after
+/// it is the one stepped back.
+fn stepped_back(applied: &Applied) -> Vec<crate::observe::SteppedBack> {
+    applied
+        .trips
+        .iter()
+        .filter_map(|(key, now_serving)| {
+            let stages = &applied.config.flags.get(key)?.stages;
+            let next = match now_serving {
+                Some(name) => stages.iter().position(|s| &s.name == name)? + 1,
+                None => 0,
+            };
+            Some(crate::observe::SteppedBack {
+                flag: key.clone(),
+                stage: stages.get(next)?.name.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The store's count of guard trips, by flag and stage.

@@ -429,6 +429,7 @@ impl<'d> Importer<'d> {
             value: None,
             requires,
             guard: None,
+            rollout: None,
         };
         self.flags.insert(name.to_owned(), flag);
     }
@@ -472,6 +473,9 @@ impl<'d> Importer<'d> {
             salt: hashes.then_some(group),
             bucket_by: hashes.then_some(unit),
             variants,
+            hold: None,
+            windows: Vec::new(),
+            manual: false,
         };
         if let Some(segment) = shape.segment {
             stage.cohorts.push(segment);
@@ -830,6 +834,9 @@ fn never_stage(name: &str) -> Stage {
         salt: None,
         bucket_by: None,
         variants: Vec::new(),
+        hold: None,
+        windows: Vec::new(),
+        manual: false,
     }
 }
 

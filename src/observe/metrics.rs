@@ -62,6 +62,19 @@ pub struct Metrics {
     pub(crate) outcomes: Vec<OutcomeCount>,
     pub(crate) guards: Vec<GuardEvidence>,
     pub(crate) guard_trips: Vec<GuardTripCount>,
+    pub(crate) version: u64,
+    pub(crate) stepped_back: Vec<SteppedBack>,
+}
+
+/// A stage a guard stepped back on the serving version (cleared when a new
+/// version is applied): what the fleet controller counts as a trip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SteppedBack {
+    /// The flag's key.
+    pub flag: String,
+    /// The stage the guard stepped back.
+    pub stage: String,
 }
 
 /// What a flag's guard saw in its current window, at its last look: the
@@ -186,6 +199,17 @@ impl Metrics {
         &self.guard_trips
     }
 
+    /// The version of the config serving when these were read (0 when
+    /// none was; [`FlagStore::metrics`](crate::FlagStore::metrics) sets it).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The stages guards stepped back on the serving version.
+    pub fn stepped_back(&self) -> &[SteppedBack] {
+        &self.stepped_back
+    }
+
     /// The outcomes recorded for `flag` in `stage` (or `not-exposed`).
     pub fn outcomes_of(&self, flag: &str, stage: &str) -> Option<&OutcomeCount> {
         self.outcomes.iter().find(|o| o.flag == flag && o.stage == stage)
@@ -238,6 +262,8 @@ impl Metrics {
             outcomes,
             guards: self.guards.clone(),
             guard_trips: self.guard_trips.clone(),
+            version: self.version,
+            stepped_back: self.stepped_back.clone(),
         }
     }
 
@@ -364,6 +390,29 @@ impl Metrics {
                     t.count
                 );
             }
+        }
+        if !self.stepped_back.is_empty() {
+            out.push_str(
+                "# HELP flagstone_guard_stepped_back 1 for each stage a guard stepped back on the serving version.\n\
+                 # TYPE flagstone_guard_stepped_back gauge\n",
+            );
+            for s in &self.stepped_back {
+                let _ = writeln!(
+                    out,
+                    "flagstone_guard_stepped_back{{flag=\"{}\",stage=\"{}\"}} 1",
+                    Escaped(&s.flag),
+                    Escaped(&s.stage)
+                );
+            }
+        }
+        if self.version > 0 {
+            let _ = write!(
+                out,
+                "# HELP flagstone_config_version The version of the config serving.\n\
+                 # TYPE flagstone_config_version gauge\n\
+                 flagstone_config_version {}\n",
+                self.version
+            );
         }
         out
     }

@@ -41,7 +41,7 @@ pub use events::{
 pub(crate) use metrics::latency_bucket;
 pub use metrics::{
     EvaluationCount, GuardEvidence, GuardTripCount, LATENCY_BOUNDS, LATENCY_BUCKETS, Latency,
-    Metrics, OutcomeCount,
+    Metrics, OutcomeCount, SteppedBack,
 };
 #[cfg(feature = "metrics")]
 pub use metrics_crate::export_to_metrics;

@@ -18,6 +18,7 @@ mod observe;
 mod openfeature;
 mod overrides;
 mod props;
+mod rollout;
 #[cfg(feature = "schema")]
 mod schema;
 mod semantics;
