@@ -19,6 +19,8 @@ mod openfeature;
 mod overrides;
 mod props;
 mod rollout;
+#[cfg(all(feature = "etcd", feature = "cli"))]
+mod rollout_e2e;
 #[cfg(feature = "schema")]
 mod schema;
 mod semantics;

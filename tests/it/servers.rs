@@ -4,6 +4,9 @@
 //! when a test fails. A test that finds the server not installed prints
 //! `SKIPPED <name>` and passes.
 
+// Without etcd and the CLI, only the HTTP tests use this module.
+#![cfg_attr(not(all(feature = "etcd", feature = "cli")), allow(dead_code))]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -71,6 +74,11 @@ impl Process {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("{} starts: {e}", program.display()));
+        Self { child: Some(child), log }
+    }
+
+    /// Takes charge of a child started elsewhere, logging to `log`.
+    pub fn adopt(child: Child, log: PathBuf) -> Self {
         Self { child: Some(child), log }
     }
 
@@ -180,5 +188,67 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Prometheus server on loopback scraping `targets` every second, its
+/// config and data in a temporary directory.
+pub struct Prometheus {
+    pub url: String,
+    // Stopped before its directory is removed (fields drop in order).
+    process: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` (`host:port`) as job
+    /// `flagstone`, or prints `SKIPPED <test>` and returns `None` when it is
+    /// not installed (`.ci/run` installs Debian's prometheus).
+    pub fn start(test: &str, targets: &[String]) -> Option<Self> {
+        let Some(binary) = find(&["prometheus"]) else {
+            println!("SKIPPED {test}: prometheus is not installed (.ci/run installs it)");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listed: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: flagstone\n    static_configs:\n      - targets: [{}]\n",
+            listed.join(", ")
+        );
+        let config_file = dir.path().join("prometheus.yml");
+        std::fs::write(&config_file, config).expect("config");
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let args = vec![
+            format!("--config.file={}", config_file.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            format!("--web.console.templates={}", dir.path().join("consoles").display()),
+            format!("--web.console.libraries={}", dir.path().join("console_libraries").display()),
+        ];
+        let process = Process::spawn(&binary, &args, dir.path().join("prometheus.log"));
+        let ready = wait_for(Duration::from_secs(30), || {
+            http_status(&format!("{url}/-/ready"), Duration::from_millis(500)) == Some(200)
+        });
+        assert!(ready, "prometheus is ready on {url}:\n{}", process.log_text());
+        Some(Self { url, process, _dir: dir })
+    }
+
+    /// One instant query's first value, if any.
+    pub fn value(&self, promql: &str) -> Option<f64> {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .new_agent();
+        let mut response =
+            agent.get(&format!("{}/api/v1/query", self.url)).query("query", promql).call().ok()?;
+        let text = response.body_mut().read_to_string().ok()?;
+        let body: serde_json::Value = serde_json::from_str(&text).ok()?;
+        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.process.log_text()
     }
 }

@@ -7,6 +7,8 @@
 //! flagstone plan FILE [--flag NAME]
 //! flagstone bucket --salt S UNIT...
 //! flagstone publish FILE (--etcd URL[,URL...] --key KEY | --to DIR) [--sign KEY_FILE] [--user U --password P]
+//! flagstone rollout run (--etcd URL --key KEY | --to DIR) --prometheus URL [--sign KEY_FILE] [--interval SECS] [--audit FILE] [--webhook URL] [--dry-run] [--once] [--now RFC3339]
+//! flagstone rollout status (--etcd URL --key KEY | --to DIR) --prometheus URL [--json | --format markdown]
 //! flagstone keygen --out NAME
 //! flagstone sign FILE --key NAME.key
 //! flagstone verify FILE --public-key NAME.pub
@@ -25,6 +27,7 @@ mod out;
 mod plan;
 mod population;
 mod publish;
+mod rollout;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -113,6 +116,12 @@ enum Command {
     /// Publish a config to etcd or a directory, validated, newer than what is
     /// there, signed if asked; of two publishers racing, one wins.
     Publish(publish::Args),
+    /// The release controller: advance and step back stages for the whole
+    /// fleet from Prometheus, publishing each decision.
+    Rollout {
+        #[command(subcommand)]
+        command: rollout::Command,
+    },
     /// Convert another system's flags into a flagstone config.
     Import {
         #[command(subcommand)]
@@ -186,6 +195,7 @@ fn main() -> ExitCode {
         Command::Bucket { salt, unleash, units, json } => bucket::run(&salt, unleash, &units, json),
         Command::Publish(args) => publish::run(&args),
         Command::Import { source } => import::run(&source, style),
+        Command::Rollout { command } => rollout::run(&command, style),
         Command::Keygen(args) => keys::keygen(&args),
         Command::Sign(args) => keys::sign(&args),
         Command::Verify(args) => keys::verify(&args),
