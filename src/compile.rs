@@ -531,7 +531,7 @@ impl Compiled {
     /// form.
     pub(crate) fn new(
         config: &Retained,
-        previous: Option<&Compiled>,
+        previous: Option<(&Compiled, &Retained)>,
         slots: &mut Slots,
         mut numbering: Option<&mut Numbering>,
         overrides: &BTreeMap<String, crate::Override>,
@@ -544,6 +544,7 @@ impl Compiled {
                 .iter()
                 .map(|(name, c)| {
                     let shared = previous
+                        .map(|(p, _)| p)
                         .and_then(|p| p.cohorts.get(name.as_str()))
                         .filter(|p| Arc::ptr_eq(&p.source, c))
                         .cloned();
@@ -565,6 +566,10 @@ impl Compiled {
             let mut compiled = Flag::new(shared, flag, &cohorts, numbering.as_deref_mut());
             if let Some(value) = overrides.get(key) {
                 compiled.force(value);
+            } else if let Some(before) = unchanged(key, flag, &cohorts, previous) {
+                // The same flag exposing the same contexts: its guard keeps
+                // the evidence of its window rather than start again.
+                compiled.guard.clone_from(&before.guard);
             }
             flags.push(compiled);
         }
@@ -638,11 +643,15 @@ impl Compiled {
 
     /// Takes the first sample of every guard; called when the config is
     /// installed. Windows are measured on the clock's monotonic side.
-    pub(crate) fn start_guards(&self) {
+    /// Starts the guards' first windows; with `restart`, also of guards
+    /// carried over from the previous version (a new clock).
+    pub(crate) fn start_guards(&self, restart: bool) {
         let Some(counters) = &self.counters else { return };
         let (now, wall) = (self.clock.monotonic_millis(), self.clock.now_millis());
         for flag in self.flags.iter() {
-            if let Some(guard) = &flag.guard {
+            if let Some(guard) = &flag.guard
+                && (restart || !guard.started())
+            {
                 guard.start(flag, &counters.outcomes, now, wall);
             }
         }
@@ -1081,6 +1090,27 @@ impl Shortcut {
 /// Every cohort of a config, compiled once and shared by the stages and
 /// exclusions that name it.
 struct CohortTable<'c>(HashMap<&'c str, Arc<Cohort>>);
+
+/// The previous version's compiled `key`, when it was compiled from the
+/// very same flag (shared by the retained configs), every cohort the flag
+/// names is unchanged, it has no prerequisites (whose changes would change
+/// who it exposes) and no override: then it exposes the same contexts.
+fn unchanged<'p>(
+    key: &str,
+    flag: &Arc<config::Flag>,
+    cohorts: &CohortTable<'_>,
+    previous: Option<(&'p Compiled, &Retained)>,
+) -> Option<&'p Flag> {
+    let (previous, previous_config) = previous?;
+    let same = previous_config.flags.get(key).is_some_and(|p| Arc::ptr_eq(p, flag));
+    let before = previous.by_name(key)?;
+    let cohorts_same =
+        flag.cohort_names().all(|name| match (cohorts.0.get(name), previous.cohorts.get(name)) {
+            (Some(now), Some(then)) => Arc::ptr_eq(now, then),
+            _ => false,
+        });
+    (same && cohorts_same && flag.requires.is_empty() && before.forced.is_none()).then_some(before)
+}
 
 impl CohortTable<'_> {
     fn resolve(&self, names: &[String]) -> Box<[Arc<Cohort>]> {

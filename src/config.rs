@@ -894,6 +894,20 @@ impl Flag {
         self.salt.as_deref().unwrap_or(key)
     }
 
+    /// Every cohort the flag names: exclusions, stages' audiences and
+    /// variants' pins (the flag's and its stages').
+    pub(crate) fn cohort_names(&self) -> impl Iterator<Item = &str> {
+        fn pins(variants: &[Variant]) -> impl Iterator<Item = &str> {
+            variants.iter().flat_map(|v| v.cohorts.iter().map(String::as_str))
+        }
+        self.exclude
+            .iter()
+            .map(String::as_str)
+            .chain(self.stages.iter().flat_map(|s| s.cohorts.iter().map(String::as_str)))
+            .chain(pins(&self.variants))
+            .chain(self.stages.iter().flat_map(|s| pins(&s.variants)))
+    }
+
     /// The index of the current stage, when it names one.
     pub fn current_stage(&self) -> Option<usize> {
         let current = self.stage.as_deref()?;

@@ -203,7 +203,7 @@ impl FlagStore {
         self.recompile(|c| {
             c.clock = clock.clone();
             // Guards sample by the clock: their windows start again on it.
-            c.start_guards();
+            c.start_guards(true);
         });
         self
     }
@@ -294,7 +294,7 @@ impl FlagStore {
             w.slots.hold(evicted.config.flags.keys().map(String::as_str), false);
         }
         w.forget_unheld_keys();
-        let compiled = self.compile(&retained, previous.as_ref().map(|a| &*a.compiled), w);
+        let compiled = self.compile(&retained, previous.as_ref(), w);
         let applied =
             Applied { compiled: Arc::new(compiled), config: retained, trips: BTreeMap::new() };
         w.newest = Some(w.newest.map_or(version, |n| n.max(version)));
@@ -311,10 +311,10 @@ impl FlagStore {
     }
 
     #[cold]
-    fn compile(&self, config: &Retained, previous: Option<&Compiled>, w: &mut Writer) -> Compiled {
+    fn compile(&self, config: &Retained, previous: Option<&Applied>, w: &mut Writer) -> Compiled {
         let mut compiled = Compiled::new(
             config,
-            previous,
+            previous.map(|a| (&*a.compiled, &*a.config)),
             &mut w.slots,
             w.observe.numbering(),
             &w.overrides,
@@ -322,7 +322,7 @@ impl FlagStore {
             w.clock.clone(),
         );
         compiled.counters = w.observe.tables();
-        compiled.start_guards();
+        compiled.start_guards(false);
         compiled
     }
 
@@ -381,7 +381,7 @@ impl FlagStore {
         let w = &mut *writer;
         let serving = w.history.back().cloned();
         let config = serving.as_ref().map_or_else(Arc::default, |a| a.config.clone());
-        let mut compiled = self.compile(&config, serving.as_ref().map(|a| &*a.compiled), w);
+        let mut compiled = self.compile(&config, serving.as_ref(), w);
         if let Some(serving) = &serving {
             compiled.reapply_trips(&serving.trips);
         }

@@ -221,6 +221,11 @@ impl GuardState {
         }
     }
 
+    /// Whether the guard's first window has started.
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
     /// Whether the guard compares with held-back units (or with the
     /// contexts no stage exposes).
     pub(crate) fn holds_back(&self) -> bool {

@@ -506,3 +506,52 @@ fn a_bad_canary_is_stepped_back_within_a_second_of_sufficient_evidence() {
     assert!(tripped <= sufficient + 10, "within a second: {sufficient} -> {tripped} tenths");
     assert_eq!(heard.trips()[0].now_serving.as_deref(), Some("internal"));
 }
+
+/// A push that leaves a guarded flag (and the cohorts it names) as it was
+/// keeps its guard's evidence; one that changes who it exposes starts a
+/// new window. The fleet controller publishes a version per decision: if
+/// every version reset every guard, one flag's step would starve the
+/// others of evidence.
+#[test]
+fn a_guard_keeps_its_evidence_across_pushes_that_do_not_change_its_flag() {
+    let doc = |version: u64, other: u32, canary: u32, staff: &str| {
+        format!(
+            r#"{{ "version": {version},
+              "cohorts": {{ "staff": {{ "tenants": ["{staff}"] }} }},
+              "flags": {{
+                "other": {{ "enabled": true, "stages": [ {{ "name": "s", "percent": {other} }} ], "stage": "s" }},
+                "f": {{ "enabled": true, "bucket_by": "tenant",
+                  "stages": [ {{ "name": "internal", "cohorts": ["staff"] }}, {{ "name": "canary", "percent": {canary} }} ],
+                  "stage": "canary",
+                  "guard": {{ "holdback": 20, "max_error_ratio": 2.0, "min_units": 10, "window_secs": 600 }} }} }} }}"#
+        )
+    };
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let store = FlagStore::new().with_clock(clock.clone()).with_manual_guard_checks();
+    store.apply_json(doc(1, 10, 50, "staff-1")).expect("valid");
+    let units = |store: &FlagStore| {
+        store.check_guards();
+        store.metrics().guards().iter().find(|g| g.flag == "f").map_or(0, |g| g.exposed.units)
+    };
+    for _ in 0..12 {
+        for i in 0..200 {
+            let name = format!("t-{i:03}");
+            store.record("f", &Context::new().tenant(&name), Outcome::Success);
+        }
+        clock.advance(Duration::from_secs(1));
+    }
+    let before = units(&store);
+    assert!(before > 50, "{before}");
+    store.apply_json(doc(2, 20, 50, "staff-1")).expect("another flag changes");
+    assert_eq!(units(&store), before, "evidence kept");
+    store.apply_json(doc(3, 20, 50, "staff-2")).expect("its cohort changes");
+    assert_eq!(units(&store), 0, "a cohort it names changed: a new window");
+    for i in 0..200 {
+        for _ in 0..12 {
+            store.record("f", &Context::new().tenant(&format!("t-{i:03}")), Outcome::Success);
+        }
+    }
+    assert!(units(&store) > 50);
+    store.apply_json(doc(4, 20, 60, "staff-2")).expect("its percentage changes");
+    assert_eq!(units(&store), 0, "the flag changed: a new window");
+}

@@ -528,3 +528,44 @@ fn a_dry_run_decides_and_publishes_nothing() {
     assert_eq!(report.published, None);
     assert!(!fleet.dir.path().join("audit.jsonl").exists());
 }
+
+/// The webhook hears each action: a JSON body with a Slack-style `text`.
+#[cfg(feature = "http")]
+#[test]
+fn each_action_is_posted_to_the_webhook() {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let heard = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("a post");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let (mut line, mut length, mut request) = (String::new(), 0, String::new());
+        while reader.read_line(&mut line).expect("line") > 2 {
+            if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = n.trim().parse().expect("length");
+            }
+            request.push_str(&line);
+            line.clear();
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("body");
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        (request, String::from_utf8(body).expect("utf-8"))
+    });
+    let mut fleet = Fleet::new(PLAN);
+    for _ in 0..12 {
+        fleet.second(|_| 0.01);
+    }
+    let mut controller = fleet.controller().webhook(url);
+    let report = controller.round(fleet.now()).expect("round");
+    assert_eq!(report.actions.len(), 1, "internal → canary");
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let (request, body) = heard.join().expect("heard");
+    assert!(request.starts_with("POST /hook"), "{request}");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(body["action"], "advance");
+    assert_eq!(body["version"], 2);
+    assert!(body["text"].as_str().expect("text").contains("checkout advanced internal → canary"));
+}

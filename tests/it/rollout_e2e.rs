@@ -268,6 +268,7 @@ fn the_controller_advances_and_steps_back_stages_for_the_whole_fleet() {
         .iter()
         .find(|l| l["flag"] == "search" && l["action"] == "step_back")
         .expect("step back line");
+    println!("audit: {step}");
     assert_eq!(step["from"], "canary");
     assert_eq!(step["to"], "internal");
     assert!(step["evidence"].is_object() && step["why"].as_str().is_some(), "{step}");
@@ -340,6 +341,47 @@ fn the_controller_advances_and_steps_back_stages_for_the_whole_fleet() {
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     assert!(text.contains("search\n  stage     internal"), "{text}");
     assert!(text.contains("canary failed before"), "{text}");
+
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flagstone"))
+            .args(args)
+            .output()
+            .expect("flagstone runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let sources = ["--etcd", &etcd.url, "--key", KEY, "--prometheus", &prometheus.url];
+    let (code, json, _) = cli(&[&["rollout", "status", "--json"][..], &sources].concat());
+    assert_eq!(code, Some(0));
+    let json: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let flags = json["flags"].as_array().expect("flags");
+    assert_eq!(flags.len(), 3);
+    assert!(flags.iter().any(|f| f["flag"] == "checkout" && f["stage"] == "everyone"));
+    let (code, markdown, _) =
+        cli(&[&["rollout", "status", "--format", "markdown"][..], &sources].concat());
+    assert_eq!(code, Some(0));
+    println!("{markdown}");
+    assert!(markdown.starts_with("| flag | stage |"), "{markdown}");
+    assert_eq!(markdown.lines().count(), 5, "{markdown}");
+    // One dry round: nothing to do, a line per flag, exit 0.
+    let (code, once, _) = cli(&[&["rollout", "run", "--once", "--dry-run"][..], &sources].concat());
+    assert_eq!(code, Some(0));
+    assert_eq!(once.lines().count(), 3, "{once}");
+    // Prometheus unreachable: exit 1, saying which and why.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let (code, _, err) = cli(&[
+        "rollout",
+        "run",
+        "--once",
+        "--etcd",
+        &etcd.url,
+        "--key",
+        KEY,
+        "--prometheus",
+        &down,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains(&format!("reading evidence from Prometheus at {down}")), "{err}");
 
     stop.store(true, Ordering::Relaxed);
     for l in load {
