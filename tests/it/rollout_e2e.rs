@@ -207,6 +207,27 @@ fn the_controller_advances_and_steps_back_stages_for_the_whole_fleet() {
             })
         })
         .collect();
+    // Every version each instance serves, as it comes.
+    let served: Arc<std::sync::Mutex<Vec<Vec<u64>>>> = Arc::default();
+    let watcher = {
+        let (stop, ports, served) = (stop.clone(), ports.clone(), served.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for (i, p) in ports.iter().enumerate() {
+                    if let Some(v) = get(&format!("http://127.0.0.1:{p}/version"))
+                        .and_then(|v| v.parse::<u64>().ok())
+                    {
+                        let mut served = served.lock().expect("not poisoned");
+                        served.resize(ports.len(), Vec::new());
+                        if served[i].last() != Some(&v) {
+                            served[i].push(v);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
     // Prometheus scrapes all three (its first scrape takes about 6 s).
     let scraped = wait_for(Duration::from_secs(30), || {
         prometheus.value("count(flagstone_config_version == 1)") == Some(3.0)
@@ -386,6 +407,14 @@ fn the_controller_advances_and_steps_back_stages_for_the_whole_fleet() {
     stop.store(true, Ordering::Relaxed);
     for l in load {
         let _ = l.join();
+    }
+    let _ = watcher.join();
+    // Each instance served every version the controller published, in
+    // order: the fleet moved together, step by step.
+    let published: Vec<u64> = (1..=version).collect();
+    for (i, versions) in served.lock().expect("not poisoned").iter().enumerate() {
+        println!("instance {i} served versions {versions:?}");
+        assert_eq!(versions, &published, "instance {i}");
     }
     drop(controller);
     drop(services);
