@@ -367,16 +367,66 @@ pub(crate) struct Cohort {
 /// strings), a long one is hashed.
 #[derive(Clone, Debug)]
 pub(crate) enum NameSet {
-    Few(Box<[Box<str>]>),
+    Few(Box<[Packed]>),
     Many(foldhash::HashSet<Box<str>>),
 }
 
 const FEW: usize = 8;
 
+/// A name with its bytes packed for comparing without a call: a name of up
+/// to 16 bytes is equal to another exactly when their lengths and packed
+/// words are.
+#[derive(Clone, Debug)]
+pub(crate) struct Packed {
+    len: usize,
+    words: (u64, u64),
+    name: Box<str>,
+}
+
+/// Two words that, with the length, determine a string of up to 16 bytes:
+/// overlapping loads from its start and its end.
+#[inline(always)]
+pub(crate) fn pack(b: &[u8]) -> (u64, u64) {
+    let n = b.len();
+    if n >= 8 {
+        let (Some(head), Some(tail)) = (b.first_chunk::<8>(), b.last_chunk::<8>()) else {
+            return (0, 0);
+        };
+        (u64::from_le_bytes(*head), u64::from_le_bytes(*tail))
+    } else if n >= 4 {
+        let (Some(head), Some(tail)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) else {
+            return (0, 0);
+        };
+        (u64::from(u32::from_le_bytes(*head)), u64::from(u32::from_le_bytes(*tail)))
+    } else if let (Some(&first), Some(&mid), Some(&last)) = (b.first(), b.get(n / 2), b.last()) {
+        (u64::from(first) | u64::from(mid) << 8 | u64::from(last) << 16, 0)
+    } else {
+        (0, 0)
+    }
+}
+
+impl Packed {
+    pub(crate) fn new(name: &str) -> Self {
+        Self { len: name.len(), words: pack(name.as_bytes()), name: name.into() }
+    }
+}
+
+/// Whether `name` is one of `names`, comparing words for short names.
+#[inline]
+pub(crate) fn packed_contains(names: &[Packed], name: &str) -> bool {
+    let len = name.len();
+    if len <= 16 {
+        let words = pack(name.as_bytes());
+        names.iter().any(|n| n.len == len && n.words == words)
+    } else {
+        names.iter().any(|n| n.len == len && *n.name == *name)
+    }
+}
+
 impl NameSet {
     fn new(names: &[String]) -> Self {
         if names.len() <= FEW {
-            NameSet::Few(names.iter().map(|n| n.as_str().into()).collect())
+            NameSet::Few(names.iter().map(|n| Packed::new(n)).collect())
         } else {
             NameSet::Many(names.iter().map(|n| n.as_str().into()).collect())
         }
@@ -385,7 +435,7 @@ impl NameSet {
     #[inline]
     pub(crate) fn contains(&self, name: &str) -> bool {
         match self {
-            NameSet::Few(names) => names.iter().any(|n| **n == *name),
+            NameSet::Few(names) => packed_contains(names, name),
             NameSet::Many(names) => names.contains(name),
         }
     }
@@ -1182,6 +1232,47 @@ fn intern(name: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn packed_names_are_equal_exactly_when_their_bytes_are() {
+        // Every string of up to 3 bytes over a small alphabet, and
+        // strings of 4 to 17 bytes differing in one byte at every position.
+        let alphabet = [b'a', b'b', 0, 0xff];
+        let mut short: Vec<Vec<u8>> = vec![Vec::new()];
+        for len in 1..=3 {
+            let mut all = vec![Vec::new()];
+            for _ in 0..len {
+                all = all
+                    .into_iter()
+                    .flat_map(|p: Vec<u8>| {
+                        alphabet.iter().map(move |&c| [p.clone(), vec![c]].concat())
+                    })
+                    .collect();
+            }
+            short.extend(all);
+        }
+        for a in &short {
+            for b in &short {
+                if a.len() == b.len() {
+                    assert_eq!(pack(a) == pack(b), a == b, "{a:?} {b:?}");
+                }
+            }
+        }
+        for len in 4..=17 {
+            let base: Vec<u8> = (0..len as u8).map(|i| b'a' + i).collect();
+            for at in 0..len {
+                let mut other = base.clone();
+                other[at] ^= 1;
+                let fits = len <= 16;
+                if fits {
+                    assert_ne!(pack(&base), pack(&other), "len {len} at {at}");
+                }
+                let names = [Packed::new(std::str::from_utf8(&base).expect("ascii"))];
+                assert!(packed_contains(&names, std::str::from_utf8(&base).expect("ascii")));
+                assert!(!packed_contains(&names, std::str::from_utf8(&other).expect("ascii")));
+            }
+        }
+    }
     use super::*;
 
     #[test]

@@ -40,6 +40,8 @@ enum Attribute {
 #[derive(Clone, Debug)]
 enum Matcher {
     In(Strings),
+    /// `in`, case-sensitive, over a few strings: compared word by word.
+    InPacked(Box<[crate::compile::Packed]>),
     /// `in` over more strings than a scan is quicker for: hashed.
     InSet(Box<foldhash::HashSet<Box<str>>>, bool),
     StartsWith(Strings),
@@ -126,6 +128,10 @@ impl CompiledRule {
                     Matcher::InSet(
                         Box::new(set.values.into_vec().into_iter().collect()),
                         case_insensitive,
+                    )
+                } else if !set.case_insensitive {
+                    Matcher::InPacked(
+                        set.values.iter().map(|v| crate::compile::Packed::new(v)).collect(),
                     )
                 } else {
                     Matcher::In(set)
@@ -221,6 +227,7 @@ impl Matcher {
     fn matches(&self, value: &str) -> bool {
         match self {
             Matcher::In(set) => set.any(value, Test::Equal),
+            Matcher::InPacked(names) => crate::compile::packed_contains(names, value),
             Matcher::InSet(set, false) => set.contains(value),
             Matcher::InSet(set, true) => {
                 let mut buffer = [0u8; 256];
