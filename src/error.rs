@@ -71,6 +71,10 @@ enum Kind {
         offered: u64,
         newest: u64,
     },
+    /// The serving version again, with other content.
+    SameVersion {
+        version: u64,
+    },
     NoHistory,
 }
 
@@ -93,7 +97,13 @@ impl fmt::Display for Kind {
             Kind::Stale { offered, newest } => write!(
                 f,
                 "stale config: version {offered} is not newer than version {newest}, \
-                 already applied (roll back with `rollback()` or force the apply)"
+                 already applied: publish it with a higher version (a rollback does not lower \
+                 the newest version), or force the apply"
+            ),
+            Kind::SameVersion { version } => write!(
+                f,
+                "refused: version {version} is serving and this document says version {version} \
+                 with other content; bump the version to publish a change"
             ),
             Kind::NoHistory => f.write_str("nothing to roll back to: no earlier config is kept"),
         }
@@ -116,6 +126,11 @@ impl Error {
     }
 
     #[cold]
+    pub(crate) fn same_version(version: u64) -> Self {
+        Self { kind: Kind::SameVersion { version } }
+    }
+
+    #[cold]
     pub(crate) fn no_history() -> Self {
         Self { kind: Kind::NoHistory }
     }
@@ -125,9 +140,16 @@ impl Error {
         matches!(self.kind, Kind::Invalid(..))
     }
 
-    /// The document's version is not newer than one the store already applied.
+    /// The document's version is not newer than one the store already
+    /// applied (including [`is_same_version`](Error::is_same_version)).
     pub fn is_stale(&self) -> bool {
-        matches!(self.kind, Kind::Stale { .. })
+        matches!(self.kind, Kind::Stale { .. } | Kind::SameVersion { .. })
+    }
+
+    /// The document has the serving version but other content: an edit
+    /// published without a version bump, which no store applies.
+    pub fn is_same_version(&self) -> bool {
+        matches!(self.kind, Kind::SameVersion { .. })
     }
 
     /// A rollback found no earlier config to go back to.

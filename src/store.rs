@@ -276,6 +276,13 @@ impl FlagStore {
         if let Some(newest) = writer.newest
             && config.version <= newest
         {
+            let serving = writer.history.back().filter(|a| a.compiled.version == config.version);
+            if let Some(serving) = serving
+                && config.version == newest
+                && !same_content(serving, &config)
+            {
+                return Err(Error::same_version(config.version));
+            }
             return Err(Error::stale(config.version, newest));
         }
         Ok(self.install(config, writer))
@@ -794,6 +801,31 @@ fn guard_loop(store: &Weak<Shared>, signal: &Signal) {
         }
         stopped = signal.stopped.lock().unwrap_or_else(|p| p.into_inner());
     }
+}
+
+/// Whether `offered` says what `applied` was applied from: the same cohorts
+/// and flags (a flag a guard stepped back compared without its `stage` and
+/// `enabled`, which the trip changed).
+fn same_content(applied: &Applied, offered: &Config) -> bool {
+    let kept = &applied.config;
+    let cohorts = kept.cohorts.len() == offered.cohorts.len()
+        && offered
+            .cohorts
+            .iter()
+            .all(|(name, c)| kept.cohorts.get(name).is_some_and(|k| **k == *c));
+    cohorts
+        && kept.flags.len() == offered.flags.len()
+        && offered.flags.iter().all(|(key, flag)| {
+            let Some(k) = kept.flags.get(key) else { return false };
+            if applied.trips.contains_key(key) {
+                let mut untripped = flag.clone();
+                untripped.stage.clone_from(&k.stage);
+                untripped.enabled = k.enabled;
+                untripped == **k
+            } else {
+                **k == *flag
+            }
+        })
 }
 
 /// The stages guards stepped back on an applied config: each trip keeps

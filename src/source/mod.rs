@@ -151,6 +151,15 @@ pub enum UpdateEvent {
         /// Why, with the path into the document.
         error: Error,
     },
+    /// A document says the serving version with other content: an edit
+    /// published without a version bump. Refused (no store applies it);
+    /// reported once per distinct document.
+    VersionNotBumped {
+        /// Where the document came from.
+        origin: Origin,
+        /// The version it repeats.
+        version: u64,
+    },
     /// A document's signature is missing, malformed or wrong: refused.
     SignatureRejected {
         /// Where the document came from.
@@ -184,6 +193,11 @@ impl fmt::Display for UpdateEvent {
             UpdateEvent::Rejected { origin, error } => {
                 write!(f, "rejected {origin:?} document: {error}")
             }
+            UpdateEvent::VersionNotBumped { origin, version } => write!(
+                f,
+                "refused {origin:?} document: version {version} again with other content; \
+                 bump the version to publish a change"
+            ),
             UpdateEvent::SignatureRejected { origin, reason } => {
                 write!(f, "rejected {origin:?} document: bad signature: {reason}")
             }
@@ -1109,6 +1123,16 @@ impl Puller {
                 self.source.commit();
                 self.events.emit(&UpdateEvent::Applied { version, origin: Origin::Source });
                 Ok(Pulled::Applied(version, Arc::new(document)))
+            }
+            Err(error) if error.is_same_version() => {
+                // An edit without a version bump: loud, once per document.
+                let refused = UpdateError::Rejected(error.clone());
+                self.last_seen = Some((hash, Seen::Refused(refused.clone())));
+                self.events.emit(&UpdateEvent::VersionNotBumped {
+                    origin: Origin::Source,
+                    version: self.store.version(),
+                });
+                Err(refused)
             }
             Err(error) if error.stale_version() == Some(self.store.version()) => {
                 // The serving version, in other bytes (re-serialized, or

@@ -156,6 +156,33 @@ fn diff_lists_changes_estimates_and_exits_2() {
     assert_clean(&out);
 }
 
+/// Issue 18, item 1: `diff` agrees with the services: a NEW whose version
+/// is not above OLD's (with other content) is refused by every service, so
+/// `diff` says so and exits 1.
+#[test]
+fn diff_says_loudly_when_services_will_refuse_the_push() {
+    let dir = tempfile::tempdir().expect("dir");
+    let next = std::fs::read_to_string(NEXT).expect("next");
+    let version = |v: u64| {
+        let mut doc: serde_json::Value = serde_json::from_str(&next).expect("json");
+        doc["version"] = v.into();
+        let path = dir.path().join(format!("next-{v}.json"));
+        std::fs::write(&path, doc.to_string()).expect("write");
+        path.display().to_string()
+    };
+    for (v, what) in [(7, "the same version"), (6, "an older version")] {
+        let out = run(&["diff", EXAMPLE, &version(v)]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(err.contains("every service will refuse this push"), "{what}: {err}");
+        let out = run(&["diff", EXAMPLE, &version(v), "--json"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(json(&out)["refused_by_services"], true);
+    }
+    let ok = run(&["diff", EXAMPLE, &version(8)]);
+    assert_eq!(ok.status.code(), Some(2), "a bump: changes, exit 2");
+}
+
 #[test]
 fn diff_counts_a_population_exactly_as_the_library_does() {
     let at = "2026-12-02T00:00:00Z";
@@ -207,7 +234,8 @@ fn diff_warns_loudly_about_a_salt_change_and_a_removed_flag() {
     let text = std::fs::read_to_string(EXAMPLE).expect("fixture");
     let changed = text
         .replace(r#""salt": "new-checkout""#, r#""salt": "new-checkout-v2""#)
-        .replace(r#""dark-mode":    { "enabled": true },"#, "");
+        .replace(r#""dark-mode":    { "enabled": true },"#, "")
+        .replacen(r#""version": 7"#, r#""version": 8"#, 1);
     std::fs::write(&salted, changed).expect("write");
     let out = run(&["diff", EXAMPLE, salted.to_str().expect("path")]);
     assert_eq!(out.status.code(), Some(2));

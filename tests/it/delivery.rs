@@ -162,6 +162,32 @@ fn the_serving_version_in_other_bytes_is_unchanged_not_stale() {
     assert!(!events.contains("rejected"), "{:?}", events.all());
 }
 
+/// Issue 18, item 1: an edit published without a version bump is not
+/// "unchanged" but a refusal, loud and once per distinct document.
+#[test]
+fn an_edit_without_a_version_bump_is_a_refusal_reported_once() {
+    let Watched { dir: _dir, path, store, events, updater } = watched(2);
+    let edited =
+        r#"{ "version": 2, "flags": { "f": { "enabled": false }, "v2": { "enabled": true } } }"#;
+    fs::write(&path, edited).expect("edit, version kept");
+    for _ in 0..3 {
+        let err = updater.refresh_now().expect_err("refused every time");
+        assert!(
+            matches!(err, flagstone::UpdateError::Rejected(ref e) if e.is_same_version()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("bump the version"), "{err}");
+    }
+    let loud: Vec<String> =
+        events.all().into_iter().filter(|e| e.contains("again with other content")).collect();
+    assert_eq!(loud.len(), 1, "reported once: {:?}", events.all());
+    assert!(store.is_enabled("f", &flagstone::Context::new()), "version 2 as first applied serves");
+    assert_ne!(updater.serving(), Serving::Fresh);
+    // The fix: the same edit with a bump applies.
+    fs::write(&path, edited.replace("\"version\": 2", "\"version\": 3")).expect("bump");
+    assert_eq!(updater.refresh_now().expect("applied"), Refreshed::Applied(3));
+}
+
 #[test]
 fn an_older_version_is_refused_as_stale() {
     let Watched { dir: _dir, path, store, updater, .. } = watched(5);

@@ -59,7 +59,10 @@ const BAD: &[(&str, &str)] = &[
         r#"{"version":8,"flags":{"f":{"enabled":true,"variants":[{"name":"a","weight":0}]}}}"#,
         "flags.f.variants: the weights add up to 0",
     ),
-    (r#"{"version":7}"#, "stale config: version 7 is not newer than version 7"),
+    (
+        r#"{"version":7}"#,
+        "refused: version 7 is serving and this document says version 7 with other content",
+    ),
     (r#"{"version":3}"#, "stale config: version 3 is not newer than version 7"),
 ];
 

@@ -83,6 +83,10 @@ pub(crate) fn run(
     style: Style,
 ) -> anyhow::Result<ExitCode> {
     let (old, new) = (load(old_path)?, load(new_path)?);
+    // Services apply only a higher version; the same version again is
+    // fine only when it says the same (re-serialized bytes).
+    let refused = new.version < old.version
+        || (new.version == old.version && (new.flags != old.flags || new.cohorts != old.cohorts));
     let changes = flagstone::diff::diff(&old, &new);
     // The flags a change names, and those that use a changed cohort.
     let affected = flagstone::diff::affected_flags(&old, &new);
@@ -203,6 +207,7 @@ pub(crate) fn run(
             "changes": changes,
             "blast_radius": radius_json,
             "exact": population.is_some(),
+            "refused_by_services": refused,
         }))?;
     } else if changes.is_empty() {
         outln!("no changes in behaviour (version {} -> {})", old.version, new.version);
@@ -231,6 +236,19 @@ pub(crate) fn run(
             }
             out!("{}", radius.render(2, style));
         }
+    }
+    if refused {
+        // What every service would do with this push: refuse it.
+        crate::out::write_err(&format!(
+            "{} {}'s version {} is not above {}'s version {}: every service will refuse this push \
+             (an edit needs a higher version; no service applies this)",
+            style.bad("error:"),
+            new_path.display(),
+            new.version,
+            old_path.display(),
+            old.version
+        ));
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::from(if changes.is_empty() { 0 } else { 2 }))
 }
