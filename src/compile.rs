@@ -114,6 +114,9 @@ pub(crate) struct Holdback {
 pub(crate) struct Forced {
     pub(crate) enabled: bool,
     pub(crate) variant: Option<&'static str>,
+    /// Its evaluation cell and outcome block (`stage="override"`).
+    pub(crate) cell: u32,
+    pub(crate) block: u32,
 }
 
 /// The counter cells of a flag, numbered by the store's [`Numbering`].
@@ -615,7 +618,7 @@ impl Compiled {
             let shared = slots.key(slot).unwrap_or_else(|| key.as_str().into());
             let mut compiled = Flag::new(shared, flag, &cohorts, numbering.as_deref_mut());
             if let Some(value) = overrides.get(key) {
-                compiled.force(value);
+                compiled.force(value, numbering.as_deref_mut());
             } else if let Some(before) = unchanged(key, flag, &cohorts, previous) {
                 // The same flag exposing the same contexts: its guard keeps
                 // the evidence of its window rather than start again.
@@ -633,7 +636,7 @@ impl Compiled {
             slot_of.push(slot);
             let key = slots.key(slot).unwrap_or_else(|| key.as_str().into());
             let mut compiled = Flag::new(key, &plain, &cohorts, numbering.as_deref_mut());
-            compiled.force(value);
+            compiled.force(value, numbering.as_deref_mut());
             flags.push(compiled);
         }
         // Prerequisites, by index: every flag is compiled by now.
@@ -825,9 +828,8 @@ impl Compiled {
         let reason = flag.decide(&self.flags, ctx, &*self.clock);
         let block = match reason {
             Reason::Stage { index, .. } => flag.series.outcomes.get(1 + index).copied(),
-            Reason::Enabled | Reason::Override { enabled: true } => {
-                flag.series.outcomes.get(1).copied()
-            }
+            Reason::Override { .. } => flag.forced.as_ref().map(|f| f.block),
+            Reason::Enabled => flag.series.outcomes.get(1).copied(),
             Reason::HeldBack { .. } => Some(flag.series.held_back),
             _ => flag.series.outcomes.first().copied(),
         };
@@ -1015,13 +1017,23 @@ impl Flag {
 
     /// Applies a local override: the flag now answers it, whatever the
     /// config says (the walk starts with it; no shortcut skips it).
-    pub(crate) fn force(&mut self, value: &crate::Override) {
+    pub(crate) fn force(&mut self, value: &crate::Override, numbering: Option<&mut Numbering>) {
         let (enabled, variant) = match value {
             crate::Override::On => (true, None),
             crate::Override::Off => (false, None),
             crate::Override::Variant(name) => (true, Some(intern(name))),
         };
-        self.forced = Some(Forced { enabled, variant });
+        let (cell, block) = match numbering {
+            Some(numbering) => {
+                let (flag, group) = (self.key.clone(), Group::Override(enabled));
+                (
+                    numbering.id(SeriesKey::Evaluations { flag: flag.clone(), group, variant }),
+                    numbering.id(SeriesKey::Outcomes { flag, group }),
+                )
+            }
+            None => (NO_FLAG, NO_FLAG),
+        };
+        self.forced = Some(Forced { enabled, variant, cell, block });
         self.shortcut = Shortcut::Walk;
     }
 
@@ -1037,9 +1049,8 @@ impl Flag {
                 };
                 stage.cells as usize + variant.map_or(0, |v| v + 1)
             }
-            Reason::Enabled | Reason::Override { enabled: true } => {
-                CELL_EXPOSED + variant.map_or(0, |v| v + 1)
-            }
+            Reason::Enabled => CELL_EXPOSED + variant.map_or(0, |v| v + 1),
+            Reason::Override { .. } => return self.forced.as_ref().map_or(NO_FLAG, |f| f.cell),
             Reason::HeldBack { .. } => return self.series.held_back_cell,
             Reason::Prerequisite { .. } => return self.series.prerequisite_cell,
             _ => CELL_NOT_EXPOSED,

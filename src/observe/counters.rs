@@ -35,10 +35,17 @@ pub(crate) enum Group {
     HeldBack,
     /// Off because a flag it requires is off.
     Prerequisite,
+    /// Answered by a local override (on or off), never a guard's evidence.
+    Override(bool),
     Unknown,
 }
 
 impl Group {
+    /// Whether the evaluations of the group are on.
+    pub(crate) fn enabled(self) -> bool {
+        matches!(self, Group::Exposed(_) | Group::Override(true))
+    }
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             Group::Exposed(name) => name,
@@ -47,6 +54,7 @@ impl Group {
             Group::NotExposed => "not-exposed",
             Group::HeldBack => "held-back",
             Group::Prerequisite => "prerequisite",
+            Group::Override(_) => "override",
             Group::Unknown => "unknown",
         }
     }

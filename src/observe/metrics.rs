@@ -114,7 +114,8 @@ pub struct EvaluationCount {
     /// and for the `retired` totals.
     pub flag: String,
     /// The stage that exposed the context, `on` for a flag without stages,
-    /// or `off`, `excluded`, `not-exposed` or `unknown`; `retired` (with an
+    /// or `off`, `excluded`, `not-exposed`, `held-back`, `prerequisite`,
+    /// `override` (a local override answered) or `unknown`; `retired` (with an
     /// empty flag) for the counts of flag keys the store has forgotten
     /// (no kept config, handle or override holds them any more).
     pub stage: &'static str,

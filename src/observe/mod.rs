@@ -47,7 +47,7 @@ pub use metrics::{
 pub use metrics_crate::export_to_metrics;
 
 use counters::{
-    Counters, ERRORS, Group, LATENCY_BUCKET_0, LATENCY_SUM, Numbering, OUTCOME_CELLS, SUCCESSES,
+    Counters, ERRORS, LATENCY_BUCKET_0, LATENCY_SUM, Numbering, OUTCOME_CELLS, SUCCESSES,
     SeriesKey, Tables,
 };
 
@@ -111,7 +111,7 @@ impl Retired {
         match key {
             SeriesKey::Evaluations { group, .. } => {
                 let n = cells.first().copied().unwrap_or(0);
-                let counter = if matches!(group, Group::Exposed(_)) {
+                let counter = if group.enabled() {
                     &mut self.evaluations_on
                 } else {
                     &mut self.evaluations_off
@@ -230,7 +230,7 @@ impl Observe {
         let mut retired = self.retired.clone();
         let mut add = |key: &SeriesKey, cells: &[u64]| match key {
             SeriesKey::Evaluations { flag, group, variant } => {
-                let enabled = matches!(group, Group::Exposed(_));
+                let enabled = group.enabled();
                 let n = cells.first().copied().unwrap_or(0);
                 let count = evaluations.entry((flag.clone(), group.label(), *variant, enabled));
                 let count = count.or_default();

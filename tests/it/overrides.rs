@@ -79,3 +79,54 @@ fn a_scoped_override_puts_back_what_was_there() {
     }
     assert!(!store.overrides().contains_key("g"));
 }
+
+/// Issue 18, item 2: overridden evaluations and outcomes count under
+/// `stage="override"` with their variant, and never in a guard's groups.
+#[test]
+fn overrides_count_under_their_own_stage_label_and_never_in_a_guard() {
+    let store = FlagStore::from_json(
+        r#"{ "version": 1, "flags": {
+          "on": { "enabled": true, "stages": [ { "name": "canary", "percent": 50 } ], "stage": "canary",
+                  "guard": { "holdback": 10, "max_error_ratio": 2.0 } },
+          "off": { "enabled": true },
+          "v": { "enabled": true, "variants": [ { "name": "a", "weight": 1 } ] } } }"#,
+    )
+    .expect("valid")
+    .with_manual_guard_checks();
+    store.set_override("on", Override::On);
+    store.set_override("off", Override::Off);
+    store.set_override("v", Override::Variant("treatment".into()));
+    for i in 0..100 {
+        let user = format!("u-{i}");
+        let ctx = Context::new().user(&user);
+        assert!(store.is_enabled("on", &ctx) && !store.is_enabled("off", &ctx));
+        assert_eq!(store.variant("v", &ctx), Some("treatment"));
+        store.record("on", &ctx, flagstone::Outcome::Error);
+        store.record("off", &ctx, flagstone::Outcome::Success);
+    }
+    store.check_guards();
+    let m = store.metrics();
+    let count = |flag: &str| -> Vec<(&str, Option<&str>, bool, u64)> {
+        m.evaluations()
+            .iter()
+            .filter(|e| e.flag == flag)
+            .map(|e| (e.stage, e.variant, e.enabled, e.count))
+            .collect()
+    };
+    assert_eq!(count("on"), [("override", None, true, 100)]);
+    assert_eq!(count("off"), [("override", None, false, 100)]);
+    assert_eq!(count("v"), [("override", Some("treatment"), true, 100)]);
+    let on = m.outcomes_of("on", "override").expect("outcomes under override");
+    assert_eq!(on.errors, 100);
+    assert!(
+        m.outcomes_of("on", "canary").is_none() && m.outcomes_of("on", "not-exposed").is_none()
+    );
+    assert_eq!(m.outcomes_of("off", "override").map(|o| o.successes), Some(100));
+    let guard = m.guards().iter().find(|g| g.flag == "on").expect("guarded");
+    assert_eq!((guard.exposed.units, guard.control.units), (0, 0), "not a guard's evidence");
+    let text = m.to_prometheus();
+    assert!(
+        text.contains(r#"flagstone_evaluations_total{flag="v",stage="override",variant="treatment",result="on"} 100"#),
+        "{text}"
+    );
+}
