@@ -122,6 +122,21 @@ pub enum ChangeKind {
         /// Prerequisites removed.
         removed: Vec<String>,
     },
+    /// The flag's guard was added, removed or changed: `detail` says which
+    /// fields (`guard added (max_error_ratio 2, holdback 10)`,
+    /// `guard: window_secs 60 -> 600`).
+    GuardChanged {
+        /// What changed, in words.
+        detail: String,
+    },
+    /// What the rollout controller is told about the flag changed (its
+    /// `rollout` hold, windows, pause or failed stage, or a stage's `hold`,
+    /// `windows` or `manual`); `entered_at`, which the controller writes
+    /// with every step, is left out.
+    RolloutChanged {
+        /// What changed, in words.
+        detail: String,
+    },
     /// A new cohort.
     CohortAdded {
         /// Its name.
@@ -176,6 +191,9 @@ impl std::fmt::Display for ChangeKind {
             ChangeKind::ValueChanged { variant: None } => f.write_str("value changed"),
             ChangeKind::PrerequisitesChanged { added, removed } => {
                 write!(f, "prerequisites +[{}] -[{}]", added.join(", "), removed.join(", "))
+            }
+            ChangeKind::GuardChanged { detail } | ChangeKind::RolloutChanged { detail } => {
+                f.write_str(detail)
             }
             ChangeKind::CohortAdded { cohort } => write!(f, "cohort {cohort} added"),
             ChangeKind::CohortRemoved { cohort } => write!(f, "cohort {cohort} removed"),
@@ -606,6 +624,91 @@ fn flag_changes(key: &str, old: &Flag, new: &Flag, changes: &mut Vec<Change>) {
             removed: o.difference(&n).cloned().collect(),
         }));
     }
+    if old.guard != new.guard {
+        let detail = match (&old.guard, &new.guard) {
+            (None, Some(g)) => format!("guard added ({})", fields(&serde_json::to_value(g))),
+            (Some(_), None) => "guard removed".to_owned(),
+            (Some(o), Some(n)) => {
+                format!(
+                    "guard: {}",
+                    changed_fields(&serde_json::to_value(o), &serde_json::to_value(n))
+                )
+            }
+            (None, None) => String::new(),
+        };
+        changes.push(change(ChangeKind::GuardChanged { detail }));
+    }
+    let schedule = |f: &Flag| {
+        let mut rollout = f.rollout.as_deref().cloned().unwrap_or_default();
+        rollout.entered_at = None;
+        let stages: Vec<_> = f
+            .stages
+            .iter()
+            .map(|s| (s.name.clone(), s.hold.clone(), s.windows.clone(), s.manual))
+            .collect();
+        (f.rollout.is_some(), rollout, stages)
+    };
+    let (before, after) = (schedule(old), schedule(new));
+    if before != after {
+        let mut parts = Vec::new();
+        match (before.0, after.0) {
+            (false, true) => parts.push("rollout added".to_owned()),
+            (true, false) => parts.push("rollout removed".to_owned()),
+            _ => {}
+        }
+        let (o, n) = (serde_json::to_value(&before.1), serde_json::to_value(&after.1));
+        if before.0 && after.0 && o.as_ref().ok() != n.as_ref().ok() {
+            parts.push(format!("rollout: {}", changed_fields(&o, &n)));
+        }
+        for (name, hold, windows, manual) in &after.2 {
+            let was = before.2.iter().find(|s| &s.0 == name);
+            let described = |h: &Option<String>| h.clone().unwrap_or_else(|| "none".into());
+            if let Some((_, h, w, m)) = was {
+                if h != hold {
+                    parts.push(format!(
+                        "stage {name}: hold {} -> {}",
+                        described(h),
+                        described(hold)
+                    ));
+                }
+                if w != windows {
+                    parts.push(format!("stage {name}: windows changed"));
+                }
+                if m != manual {
+                    parts.push(format!("stage {name}: manual {m} -> {manual}"));
+                }
+            }
+        }
+        if !parts.is_empty() {
+            changes.push(change(ChangeKind::RolloutChanged { detail: parts.join("; ") }));
+        }
+    }
+}
+
+/// `a 1, b 2` for an object's fields.
+fn fields(value: &Result<serde_json::Value, serde_json::Error>) -> String {
+    let Ok(serde_json::Value::Object(map)) = value else { return String::new() };
+    map.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `a 1 -> 2, b none -> 3` for the fields that differ between two objects.
+fn changed_fields(
+    old: &Result<serde_json::Value, serde_json::Error>,
+    new: &Result<serde_json::Value, serde_json::Error>,
+) -> String {
+    let empty = serde_json::Map::new();
+    let object = |v: &Result<serde_json::Value, serde_json::Error>| match v {
+        Ok(serde_json::Value::Object(map)) => map.clone(),
+        _ => empty.clone(),
+    };
+    let (o, n) = (object(old), object(new));
+    let keys: BTreeSet<&String> = o.keys().chain(n.keys()).collect();
+    let show = |v: Option<&serde_json::Value>| v.map_or("none".to_owned(), ToString::to_string);
+    keys.into_iter()
+        .filter(|k| o.get(*k) != n.get(*k))
+        .map(|k| format!("{k} {} -> {}", show(o.get(k)), show(n.get(k))))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A bare percentage stage below an earlier bare percentage stage: stepping

@@ -522,3 +522,56 @@ fn a_clock_given_after_the_config_restarts_the_guards_on_it() {
     traffic(&store, &clock, 20_000, 5);
     assert_eq!(trips(&events).len(), 1);
 }
+
+/// Issue 18, item 3: adding, changing and removing a guard (and the
+/// controller's rollout settings) show in `diff` and in the audit events.
+#[test]
+fn guard_and_rollout_changes_are_in_the_diff_and_the_audit_events() {
+    let doc = |version: u64, guard: &str, rollout: &str| {
+        format!(
+            r#"{{ "version": {version}, "flags": {{ "f": {{ "enabled": true,
+                "stages": [ {{ "name": "canary", "percent": 5 }}, {{ "name": "all" }} ], "stage": "canary"
+                {guard} {rollout} }} }} }}"#
+        )
+    };
+    let store = FlagStore::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    store.on_event(move |e| {
+        if let StoreEvent::Changed(c) = e {
+            sink.lock().expect("not poisoned").extend(c.changes.iter().map(|c| c.to_string()));
+        }
+    });
+    store.apply_json(doc(1, "", "")).expect("valid");
+    let guarded = r#", "guard": { "holdback": 10, "max_error_ratio": 2.0, "window_secs": 60 }"#;
+    store.apply_json(doc(2, guarded, "")).expect("valid");
+    let wider = r#", "guard": { "holdback": 10, "max_error_ratio": 3.0, "window_secs": 600 }"#;
+    store.apply_json(doc(3, wider, r#", "rollout": { "hold": "30m" }"#)).expect("valid");
+    store
+        .apply_json(doc(4, wider, r#", "rollout": { "hold": "1h", "paused": true }"#))
+        .expect("valid");
+    // The controller's entered_at alone is no change in the audit.
+    store
+        .apply_json(doc(5, wider, r#", "rollout": { "hold": "1h", "paused": true, "entered_at": "2026-12-01T00:00:00Z" }"#))
+        .expect("valid");
+    let events = events.lock().expect("not poisoned").clone();
+    let after_first: Vec<&str> = events.iter().skip(1).map(String::as_str).collect();
+    assert_eq!(after_first.len(), 4, "{after_first:?}");
+    assert!(
+        after_first[0].starts_with("f: guard added (") && after_first[0].contains("holdback 10")
+    );
+    assert!(
+        after_first[1].contains("guard: max_error_ratio 2.0 -> 3.0, window_secs 60 -> 600"),
+        "{after_first:?}"
+    );
+    assert!(after_first[2].contains("rollout added"), "{after_first:?}");
+    assert!(
+        after_first[3].contains(r#"rollout: hold "30m" -> "1h", paused none -> true"#),
+        "{after_first:?}"
+    );
+    let removed = flagstone::diff::diff(
+        &flagstone::config::Config::from_json(doc(5, wider, "")).expect("valid"),
+        &flagstone::config::Config::from_json(doc(6, "", "")).expect("valid"),
+    );
+    assert!(removed.iter().any(|c| c.to_string() == "f: guard removed"), "{removed:?}");
+}
