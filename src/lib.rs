@@ -87,6 +87,7 @@
 //!
 //! Rust 1.88 (edition 2024, let chains).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]

@@ -597,3 +597,37 @@ fn bucket_shows_unleash_normalized_hashes() {
     assert_eq!(rows[0]["normalized"], 23);
     assert_eq!(rows[1]["normalized"], 100);
 }
+
+/// Issue 18, item 13: the top-level help describes the tool and its exit
+/// codes, not the library.
+#[test]
+fn the_top_level_help_describes_the_tool_and_its_exit_codes() {
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.starts_with("flagstone: know what a flag config push will do"), "{text}");
+    assert!(!text.contains("lock-free flag store"), "not the library's description: {text}");
+    for code in ["Exit codes:", "  0  fine", "  1  an error", "  2  diff found changes"] {
+        assert!(text.contains(code), "{code:?} in {text}");
+    }
+}
+
+/// Issue 18, item 9: ready to publish: licence files, links, docs.rs badges.
+#[test]
+fn the_crate_is_ready_to_publish() {
+    let manifest = std::fs::read_to_string("Cargo.toml").expect("manifest");
+    for key in [
+        "repository = ",
+        "documentation = ",
+        "homepage = ",
+        "rustdoc-args = [\"--cfg\", \"docsrs\"]",
+    ] {
+        assert!(manifest.contains(key), "{key} in Cargo.toml");
+    }
+    for file in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|_| panic!("{file}"));
+        assert!(text.len() > 1000, "{file} holds the licence");
+    }
+    let lib = std::fs::read_to_string("src/lib.rs").expect("lib");
+    assert!(lib.contains("#![cfg_attr(docsrs, feature(doc_cfg))]"));
+}

@@ -15,8 +15,8 @@
 //! ```
 //!
 //! Every command takes `--json`. Exit codes: 0 fine (for `diff`: nothing
-//! changes), 1 an error (for `validate`: an invalid file), 2 `diff` found
-//! changes.
+//! changes), 1 an error (for `validate`: an invalid file; for `diff`: a NEW
+//! every service would refuse), 2 `diff` found changes.
 
 mod bucket;
 mod diff;
@@ -42,7 +42,19 @@ use out::Style;
 
 /// Validate, explain, diff and plan flagstone configs before you push them.
 #[derive(Parser)]
-#[command(name = "flagstone", version, about)]
+#[command(
+    name = "flagstone",
+    version,
+    about = "flagstone: know what a flag config push will do, and for whom, before you push it",
+    long_about = "flagstone: know what a flag config push will do, and for whom, before you push it.\n\n\
+        Validate configs, explain one flag's decision for a context, diff two configs with their \
+        blast radius, print the staged plan; publish to etcd or a directory (signed), sign and \
+        verify, import Unleash flags, and run the rollout controller that advances and steps back \
+        stages for the whole fleet.",
+    after_help = "Exit codes:\n  0  fine (diff: no changes)\n  1  an error: an invalid file, a \
+        refused push (diff: NEW not above OLD), a failed write, a bad signature\n  2  diff found \
+        changes\n\nEvery command takes --json for machine-readable output."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -161,19 +161,26 @@ impl Table {
     }
 
     /// The table as text, each line indented by `indent` spaces. Widths count
-    /// characters without color codes.
+    /// characters without color codes; a cell wider than [`MAX_CELL`] wraps
+    /// at spaces onto lines of its own column.
     pub fn render(&self, indent: usize, style: Style) -> String {
         let width = |s: &str| strip_ansi(s).chars().count();
+        let header: Vec<String> = self.header.iter().map(|h| style.bold(h)).collect();
+        let wrapped: Vec<Vec<Vec<String>>> = self
+            .rows
+            .iter()
+            .map(|row| row.iter().map(|cell| wrap(cell, MAX_CELL)).collect())
+            .collect();
         let mut widths: Vec<usize> = self.header.iter().map(|h| width(h)).collect();
-        for row in &self.rows {
-            for (i, cell) in row.iter().enumerate() {
+        for row in &wrapped {
+            for (i, lines) in row.iter().enumerate() {
                 if i >= widths.len() {
                     widths.push(0);
                 }
-                widths[i] = widths[i].max(width(cell));
+                widths[i] = lines.iter().map(|l| width(l)).fold(widths[i], usize::max);
             }
         }
-        let line = |cells: &[String]| {
+        let line = |cells: &[&str]| {
             let mut out = " ".repeat(indent);
             for (i, cell) in cells.iter().enumerate() {
                 out.push_str(cell);
@@ -183,13 +190,42 @@ impl Table {
             }
             out.trim_end().to_owned() + "\n"
         };
-        let header: Vec<String> = self.header.iter().map(|h| style.bold(h)).collect();
-        let mut out = line(&header);
-        for row in &self.rows {
-            out.push_str(&line(row));
+        let mut out = line(&header.iter().map(String::as_str).collect::<Vec<_>>());
+        for row in &wrapped {
+            let height = row.iter().map(Vec::len).max().unwrap_or(1);
+            for n in 0..height {
+                let cells: Vec<&str> =
+                    row.iter().map(|lines| lines.get(n).map_or("", String::as_str)).collect();
+                out.push_str(&line(&cells));
+            }
         }
         out
     }
+}
+
+/// The widest a table cell prints before it wraps.
+pub const MAX_CELL: usize = 48;
+
+/// `text` in lines of at most `max` characters, broken at spaces (a word
+/// longer than `max` stays whole; colored text is never broken).
+fn wrap(text: &str, max: usize) -> Vec<String> {
+    if text.contains('\x1b') || text.chars().count() <= max {
+        return vec![text.to_owned()];
+    }
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    for word in text.split(' ') {
+        let fits = current.chars().count() + 1 + word.chars().count() <= max;
+        if !current.is_empty() && !fits {
+            lines.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    lines.push(current);
+    lines
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -229,5 +265,32 @@ mod tests {
         assert_eq!(safe("a\x1b[2Jb\r\n\u{202e}c", false), "a\\u{1b}[2Jb\\u{d}\n\\u{202e}c");
         assert_eq!(safe("\x1b[32mok\x1b[0m \x1b[2J", true), "\x1b[32mok\x1b[0m \\u{1b}[2J");
         assert_eq!(safe("\x1b[32mok", false), "\\u{1b}[32mok");
+    }
+}
+
+#[cfg(test)]
+mod wrap_tests {
+    use super::*;
+
+    #[test]
+    fn a_wide_cell_wraps_within_its_column() {
+        let mut table = Table::new(&["flag", "exposure before", "exposure after"]);
+        let wide = "~5.0% + 50% of eu (regions eu-west/eu-north) + 25% of enterprise (attributes.plan:enterprise/attributes.plan:pro) + staff (tenants: 12)";
+        table.row(vec!["checkout".into(), wide.into(), "~10%".into()]);
+        let text = table.render(2, Style { color: false });
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() > 2, "{text}");
+        for line in &lines {
+            assert!(line.chars().count() <= 2 + 8 + 2 + MAX_CELL + 2 + 14, "{line:?} in\n{text}");
+        }
+        // The words are all there, in order, and the last column stays on
+        // the row's first line.
+        let joined: Vec<&str> = lines[1..].iter().flat_map(|l| l.split_whitespace()).collect();
+        assert!(
+            joined
+                .join(" ")
+                .contains("enterprise (attributes.plan:enterprise/attributes.plan:pro)")
+        );
+        assert!(lines[1].trim_end().ends_with("~10%"), "{text}");
     }
 }
