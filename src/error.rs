@@ -110,7 +110,51 @@ impl fmt::Display for Kind {
     }
 }
 
+/// What kind of [`Error`] it is, to match on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The document is malformed or breaks a rule of the format:
+    /// [`Error::problems`] says where and what.
+    Invalid,
+    /// Its version is not newer than the newest the store applied.
+    Stale {
+        /// The version the document offered.
+        offered: u64,
+        /// The newest version the store applied (a rollback does not lower
+        /// it).
+        newest: u64,
+    },
+    /// The serving version again, with other content: an edit published
+    /// without a version bump.
+    SameVersion {
+        /// The version.
+        version: u64,
+    },
+    /// A rollback found no earlier config.
+    NoHistory,
+}
+
 impl Error {
+    /// What kind of error it is.
+    ///
+    /// ```
+    /// use flagstone::{ErrorKind, FlagStore};
+    ///
+    /// let store = FlagStore::from_json(r#"{ "version": 7 }"#)?;
+    /// let err = store.apply_json(r#"{ "version": 6 }"#).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Stale { offered: 6, newest: 7 });
+    /// # Ok::<(), flagstone::Error>(())
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self.kind {
+            Kind::Invalid(..) => ErrorKind::Invalid,
+            Kind::Stale { offered, newest } => ErrorKind::Stale { offered, newest },
+            Kind::SameVersion { version } => ErrorKind::SameVersion { version },
+            Kind::NoHistory => ErrorKind::NoHistory,
+        }
+    }
+
     #[cold]
     pub(crate) fn invalid(problems: Vec<Problem>) -> Self {
         let mut collected = Problems::default();

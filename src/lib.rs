@@ -119,7 +119,7 @@ pub use bucket::{
 };
 pub use clock::{Clock, ManualClock, SystemClock, TimeError};
 pub use context::{Context, ContextBuf, INLINE_ATTRIBUTES};
-pub use error::{Error, MAX_PROBLEMS, Problem};
+pub use error::{Error, ErrorKind, MAX_PROBLEMS, Problem};
 pub use eval::{Evaluation, Reason, StageVerdict};
 pub use explain::{CohortCheck, Explanation, PrerequisiteCheck, StageCheck};
 pub use observe::{Metrics, Outcome, StoreEvent};

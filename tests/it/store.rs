@@ -216,3 +216,19 @@ fn a_document_with_many_problems_gives_a_message_a_person_can_read() {
     assert!(text.len() < 16 * 1024, "{} bytes", text.len());
     assert!(text.ends_with("and 99900 more"), "{}", &text[text.len().saturating_sub(200)..]);
 }
+
+/// Issue 18, item 7: errors are matchable by kind, and the stale kind
+/// carries both versions.
+#[test]
+fn errors_are_matchable_by_kind_with_their_versions() {
+    use flagstone::ErrorKind;
+    let store = FlagStore::from_json(r#"{ "version": 7, "flags": { "f": { "enabled": true } } }"#)
+        .expect("valid");
+    let kind = |json: &str| store.apply_json(json).expect_err("refused").kind();
+    assert_eq!(kind(r#"{ "version": 8, "flags": { "f": {} } }"#), ErrorKind::Invalid);
+    assert_eq!(kind(r#"{ "version": 3 }"#), ErrorKind::Stale { offered: 3, newest: 7 });
+    assert_eq!(kind(r#"{ "version": 7 }"#), ErrorKind::SameVersion { version: 7 });
+    assert_eq!(store.rollback().expect_err("nothing kept").kind(), ErrorKind::NoHistory);
+    let stale = store.apply_json(r#"{ "version": 3 }"#).expect_err("stale").to_string();
+    assert!(!stale.contains("rollback()"), "a rollback does not lower the mark: {stale}");
+}
