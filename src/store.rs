@@ -729,6 +729,18 @@ impl Shared {
         }
     }
 
+    /// Tells the listeners of an updater's event (it traces its own).
+    #[cold]
+    pub(crate) fn tell_update(&self, event: &crate::UpdateEvent) {
+        let listeners: Vec<Listener> = self.listeners().iter().map(|(_, l)| l.clone()).collect();
+        if !listeners.is_empty() {
+            let event = StoreEvent::Update(event.clone());
+            for listener in &listeners {
+                listener(&event);
+            }
+        }
+    }
+
     /// Tells the listeners (and `tracing`) of an event.
     #[cold]
     fn tell(&self, event: &StoreEvent) {
@@ -878,6 +890,13 @@ impl Writer {
             self.observe.forget(&key);
         }
         self.observe.compact_if_worth();
+    }
+}
+
+impl FlagStore {
+    /// Hands an updater's event to the store's listeners.
+    pub(crate) fn tell_update(&self, event: &crate::UpdateEvent) {
+        self.shared.tell_update(event);
     }
 }
 

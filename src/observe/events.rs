@@ -20,6 +20,9 @@ pub enum StoreEvent {
     GuardStarved(GuardStarved),
     /// A guard's groups are not split as its holdback says.
     GuardMismatch(GuardMismatch),
+    /// What the store's [`Updater`](crate::Updater) did: applied, refused,
+    /// unreachable, ... — so that one subscription hears everything.
+    Update(crate::UpdateEvent),
 }
 
 /// A change of the serving config, and what it changed.

@@ -433,5 +433,7 @@ fn trace_event(event: &StoreEvent) {
         StoreEvent::GuardMismatch(mismatch) => {
             tracing::warn!(target: "flagstone", control_share = mismatch.control_share, feature_flag.key = %mismatch.flag, "{}", mismatch);
         }
+        // The updater traces its own events.
+        StoreEvent::Update(_) => {}
     }
 }

@@ -130,8 +130,10 @@ impl SourceError {
     }
 }
 
-/// One outcome of the updater, for logs, metrics and alerts.
-#[derive(Debug)]
+/// One outcome of the updater, for logs, metrics and alerts. Its store's
+/// listeners ([`FlagStore::on_event`]) hear it too, as
+/// [`StoreEvent::Update`](crate::StoreEvent::Update).
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum UpdateEvent {
     /// A document was applied; the store serves `version`.
@@ -575,7 +577,7 @@ impl UpdaterBuilder {
                 Box::new(etcd::EtcdSource::new(options, key, self.interval))
             }
         };
-        let events = Events(self.on_event);
+        let events = Events(self.on_event, Some(self.store.clone()));
         let puller = Puller {
             store: self.store.clone(),
             source,
@@ -824,7 +826,7 @@ struct Cache {
 }
 
 #[derive(Clone)]
-struct Events(Option<Callback>);
+struct Events(Option<Callback>, Option<Arc<FlagStore>>);
 
 impl Events {
     fn emit(&self, event: &UpdateEvent) {
@@ -836,6 +838,10 @@ impl Events {
         }
         if let Some(f) = &self.0 {
             f(event);
+        }
+        // One subscription, `store.on_event`, hears the updater too.
+        if let Some(store) = &self.1 {
+            store.tell_update(event);
         }
     }
 }
@@ -1229,7 +1235,7 @@ mod tests {
         Puller {
             store: Arc::new(FlagStore::new()),
             source: Box::new(file::FileSource::new(PathBuf::from("/nonexistent"), 1024, false)),
-            events: Events(None),
+            events: Events(None, None),
             last_seen: None,
             failures: 0,
             planned_wait: interval,

@@ -683,3 +683,32 @@ mod signed_cache {
         assert_eq!(updater.serving(), flagstone::Serving::Cache, "the cached pair verifies");
     }
 }
+
+/// Issue 18, item 6: one subscription, `store.on_event`, hears the updater's
+/// events beside the store's own; `UpdaterBuilder::on_event` still works.
+#[test]
+fn the_store_subscription_hears_the_updater_too() {
+    let dir = dir();
+    let path = dir.path().join("flags.json");
+    fs::write(&path, doc(1)).expect("write");
+    let store = Arc::new(FlagStore::new());
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    store.on_event(move |e| {
+        let line = match e {
+            flagstone::StoreEvent::Update(u) => format!("update: {u}"),
+            flagstone::StoreEvent::Changed(c) => format!("changed to {}", c.to),
+            other => format!("{other:?}"),
+        };
+        sink.lock().expect("not poisoned").push(line);
+    });
+    let events = Events::default();
+    let updater = updater(&store, &path, &events).start().expect("start");
+    fs::write(&path, "{ \"version\": 2, \"flags\": { \"x\": {} } }").expect("bad");
+    assert!(updater.refresh_now().is_err());
+    let heard = heard.lock().expect("not poisoned").clone();
+    assert!(heard.iter().any(|l| l == "changed to 1"), "{heard:?}");
+    assert!(heard.iter().any(|l| l.starts_with("update: applied config version 1")), "{heard:?}");
+    assert!(heard.iter().any(|l| l.starts_with("update: rejected Source document")), "{heard:?}");
+    assert!(events.contains("rejected Source document"), "the builder's callback too");
+}
