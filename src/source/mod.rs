@@ -132,7 +132,7 @@ impl SourceError {
 
 /// One outcome of the updater, for logs, metrics and alerts. Its store's
 /// listeners ([`FlagStore::on_event`]) hear it too, as
-/// [`StoreEvent::Update`](crate::StoreEvent::Update).
+/// [`StoreEvent::Update`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum UpdateEvent {
