@@ -103,6 +103,7 @@ mod eval;
 mod explain;
 pub mod import;
 pub mod integrations;
+pub mod lint;
 pub mod observe;
 pub mod publish;
 mod retained;

@@ -631,3 +631,59 @@ fn the_crate_is_ready_to_publish() {
     let lib = std::fs::read_to_string("src/lib.rs").expect("lib");
     assert!(lib.contains("#![cfg_attr(docsrs, feature(doc_cfg))]"));
 }
+
+/// Issue 18, item 12: `flagstone lint` warns, with paths, about what a
+/// valid config probably did not mean; exit 0 unless `--strict`.
+#[test]
+fn lint_warns_with_paths_and_fails_only_when_strict() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("flags.json");
+    std::fs::write(
+        &file,
+        r#"{ "version": 1,
+          "cohorts": { "staff": { "tenants": ["t-1"] }, "unused": { "tenants": ["t-2"] } },
+          "flags": {
+            "f": { "enabled": true, "bucket_by": "tenant",
+              "stages": [ { "name": "internal", "cohorts": ["staff"] },
+                          { "name": "again", "cohorts": ["staff"], "percent": 50 },
+                          { "name": "nobody", "percent": 0 },
+                          { "name": "later", "percent": 5, "start_at": "2026-01-01T00:00:00Z" },
+                          { "name": "all" },
+                          { "name": "after-all", "percent": 10 } ],
+              "stage": "all",
+              "guard": { "max_error_ratio": 2.0 } } } }"#,
+    )
+    .expect("write");
+    let path = file.to_str().expect("path");
+    let out = run(&["lint", path, "--json", "--at", "2026-12-01T00:00:00Z"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    let warnings: Vec<String> = report["files"][0]["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .map(|w| w["path"].as_str().expect("path").to_owned())
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "cohorts.unused",
+            "flags.f.guard",
+            "flags.f.stages[1].cohorts[0]",
+            "flags.f.stages[2].percent",
+            "flags.f.stages[3].start_at",
+            "flags.f.stages[5]",
+        ]
+    );
+    let strict = run(&["lint", path, "--strict", "--at", "2026-12-01T00:00:00Z"]);
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(stdout(&strict).contains("6 warning(s)"), "{}", stdout(&strict));
+    let clean = run(&[
+        "lint",
+        "--strict",
+        "tests/it/testdata/example.json",
+        "--at",
+        "2026-11-01T00:00:00Z",
+    ]);
+    assert_eq!(clean.status.code(), Some(1), "the fixture has an unused cohort");
+}

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! flagstone validate FILE...
+//! flagstone lint FILE... [--strict] [--at TIME]
 //! flagstone explain FILE --flag NAME [--tenant T] [--region R] [--user U] [--attr K=V]... [--at TIME]
 //! flagstone diff OLD NEW [--population FILE]
 //! flagstone plan FILE [--flag NAME]
@@ -23,6 +24,7 @@ mod diff;
 mod explain;
 mod import;
 mod keys;
+mod lint;
 mod out;
 mod plan;
 mod population;
@@ -71,6 +73,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Warnings for valid configs that probably do not say what was meant
+    /// (exit 0 unless --strict).
+    Lint(lint::Args),
     /// Show why a flag is on or off for a context, step by step.
     Explain {
         /// The config file.
@@ -206,6 +211,7 @@ fn main() -> ExitCode {
         Command::Plan { file, flag, json } => plan::run(&file, flag.as_deref(), json, style),
         Command::Bucket { salt, unleash, units, json } => bucket::run(&salt, unleash, &units, json),
         Command::Publish(args) => publish::run(&args),
+        Command::Lint(args) => lint::run(&args, style),
         Command::Import { source } => import::run(&source, style),
         Command::Rollout { command } => rollout::run(&command, style),
         Command::Keygen(args) => keys::keygen(&args),
