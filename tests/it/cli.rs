@@ -219,8 +219,8 @@ fn diff_counts_a_population_exactly_as_the_library_does() {
             }
         }
         assert!(off_to_on > 50, "the fixture exercises the change");
-        assert_eq!(flips["off_to_on"], off_to_on, "{population}");
-        assert_eq!(flips["on_to_off"], 0, "{population}");
+        assert_eq!(flips["off_to_on"]["units"], off_to_on, "{population}");
+        assert_eq!(flips["on_to_off"]["units"], 0, "{population}");
         let region = |r: &str| flips["by_region"][r]["off_to_on"].as_u64();
         assert!(region("us-east") < region("eu-west"), "{flips}");
     }
@@ -335,7 +335,7 @@ fn diff_counts_cohort_member_changes_in_the_blast_radius() {
     let out = run(&["diff", old, new, "--population", population, "--json"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let report = json(&out);
-    assert_eq!(report["blast_radius"]["f"]["off_to_on"], 6, "{report}");
+    assert_eq!(report["blast_radius"]["f"]["off_to_on"]["units"], 6, "{report}");
     assert_eq!(report["blast_radius"]["f"]["by_cohort"]["beta"]["off_to_on"], 6, "{report}");
 
     // Without a population, the flag that uses the cohort is listed.
@@ -686,4 +686,47 @@ fn lint_warns_with_paths_and_fails_only_when_strict() {
         "2026-11-01T00:00:00Z",
     ]);
     assert_eq!(clean.status.code(), Some(1), "the fixture has an unused cohort");
+}
+
+/// Issue 18, item 11: `--format markdown` for diff, plan and validate; an
+/// exact and an estimated `diff --json` share one schema.
+#[test]
+fn markdown_for_reviews_and_one_diff_schema() {
+    let out = run(&["diff", EXAMPLE, NEXT, "--format", "markdown"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("### flagstone diff: version 7 → 8\n\n**2 changes** in 1 flag."),
+        "{text}"
+    );
+    assert!(text.contains("| flag | change | reversible |\n|---|---|---|\n"), "{text}");
+    assert!(text.contains("#### Blast radius (estimated"), "{text}");
+    let plan = stdout(&run(&["plan", EXAMPLE, "--format", "markdown"]));
+    assert!(plan.contains("#### new-checkout") && plan.contains("| # | stage |"), "{plan}");
+    let validate = run(&["validate", EXAMPLE, BAD, "--format", "markdown"]);
+    assert_eq!(validate.status.code(), Some(1));
+    let validate = stdout(&validate);
+    assert!(validate.contains("| `tests/it/testdata/bad.json` | **invalid**"), "{validate}");
+
+    let shape = |v: &serde_json::Value| -> Vec<String> {
+        let mut keys: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let estimated = json(&run(&["diff", EXAMPLE, NEXT, "--json"]));
+    let exact = json(&run(&[
+        "diff",
+        EXAMPLE,
+        NEXT,
+        "--json",
+        "--population",
+        "tests/it/testdata/population.csv",
+    ]));
+    let (e, x) =
+        (&estimated["blast_radius"]["new-checkout"], &exact["blast_radius"]["new-checkout"]);
+    assert_eq!(shape(e), shape(x), "one schema:\n{e}\n{x}");
+    assert_eq!(shape(&e["exposure"]["before"]), shape(&x["exposure"]["after"]));
+    assert_eq!((e["estimated"].as_bool(), x["estimated"].as_bool()), (Some(true), Some(false)));
+    assert!(e["off_to_on"]["share"].as_f64().expect("share") > 0.0);
+    assert!(x["off_to_on"]["units"].as_u64().expect("units") > 0);
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use flagstone::config::{Cohort, Config, Flag};
 use serde_json::json;
 
-use crate::out::{Style, Table};
+use crate::out::{Format, Style, Table};
 use crate::out::{out, outln};
 use crate::{load, population, print_json, store};
 
@@ -80,8 +80,11 @@ pub(crate) fn run(
     population: Option<&Path>,
     at: Option<&str>,
     as_json: bool,
+    format: Format,
     style: Style,
 ) -> anyhow::Result<ExitCode> {
+    let markdown = format == Format::Markdown;
+    let style = if markdown { Style::plain() } else { style };
     let (old, new) = (load(old_path)?, load(new_path)?);
     // Services apply only a higher version; the same version again is
     // fine only when it says the same (re-serialized bytes).
@@ -148,7 +151,26 @@ pub(crate) fn run(
                         ]);
                     }
                 }
-                radius_json.insert(key.clone(), serde_json::to_value(flips)?);
+                let n = units.len().max(1) as f64;
+                let counted = |c: usize| json!({ "units": c, "share": c as f64 / n });
+                radius_json.insert(
+                    key.clone(),
+                    json!({
+                        "estimated": false,
+                        "units": units.len(),
+                        "on_to_off": counted(flips.on_to_off),
+                        "off_to_on": counted(flips.off_to_on),
+                        "exposure": {
+                            "before": { "units": flips.exposed_before, "share": flips.exposed_before as f64 / n, "described": null },
+                            "after": { "units": flips.exposed_after, "share": flips.exposed_after as f64 / n, "described": null },
+                        },
+                        "named_off": [], "named_on": [],
+                        "variant_changed": counted(flips.variant_changed),
+                        "value_changed": counted(flips.value_changed),
+                        "by_region": flips.by_region,
+                        "by_cohort": flips.by_cohort,
+                    }),
+                );
             }
         }
         None => {
@@ -191,10 +213,23 @@ pub(crate) fn run(
                     describe(&b),
                     describe(&a),
                 ]);
+                // The same schema as a counted radius: units unknown.
+                let share = |s: f64| json!({ "units": null, "share": s });
                 radius_json.insert(
                     (*key).clone(),
-                    json!({ "estimated": true, "on_to_off_share": off, "off_to_on_share": on,
-                            "named_off": lost, "named_on": gained }),
+                    json!({
+                        "estimated": true,
+                        "units": null,
+                        "on_to_off": share(off),
+                        "off_to_on": share(on),
+                        "exposure": {
+                            "before": { "units": null, "share": p, "described": describe(&b) },
+                            "after": { "units": null, "share": q, "described": describe(&a) },
+                        },
+                        "named_off": lost, "named_on": gained,
+                        "variant_changed": null, "value_changed": null,
+                        "by_region": {}, "by_cohort": {},
+                    }),
                 );
             }
         }
@@ -209,6 +244,42 @@ pub(crate) fn run(
             "exact": population.is_some(),
             "refused_by_services": refused,
         }))?;
+    } else if markdown {
+        let flags: std::collections::BTreeSet<&str> =
+            changes.iter().filter_map(|c| c.flag.as_deref()).collect();
+        outln!(
+            "### flagstone diff: version {} → {}\n\n**{} change{}** in {} flag{}{}.\n",
+            old.version,
+            new.version,
+            changes.len(),
+            if changes.len() == 1 { "" } else { "s" },
+            flags.len(),
+            if flags.len() == 1 { "" } else { "s" },
+            if changes.iter().any(|c| !c.reversible) {
+                "; some are **not reversible**"
+            } else {
+                ""
+            }
+        );
+        if !changes.is_empty() {
+            let mut table = Table::new(&["flag", "change", "reversible"]);
+            for c in &changes {
+                let flag = c.flag.clone().unwrap_or_else(|| "(cohorts)".to_owned());
+                let reversible = if c.reversible { "yes" } else { "**NO**" };
+                table.row(vec![flag, c.kind.to_string(), reversible.to_owned()]);
+            }
+            outln!("{}", table.markdown());
+            for w in changes.iter().filter_map(|c| c.warning.as_deref()) {
+                outln!("> **Warning:** {w}\n");
+            }
+        }
+        if !radius.is_empty() {
+            match population {
+                Some(p) => outln!("#### Blast radius (counted over `{}`)\n", p.display()),
+                None => outln!("#### Blast radius (estimated from percentages and cohort sizes)\n"),
+            }
+            outln!("{}", radius.markdown());
+        }
     } else if changes.is_empty() {
         outln!("no changes in behaviour (version {} -> {})", old.version, new.version);
     } else {

@@ -72,6 +72,9 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// `text`, or `markdown` for a pull request.
+        #[arg(long, value_enum, default_value = "text", conflicts_with = "json")]
+        format: out::Format,
     },
     /// Warnings for valid configs that probably do not say what was meant
     /// (exit 0 unless --strict).
@@ -118,6 +121,9 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// `text`, or `markdown` for a pull request.
+        #[arg(long, value_enum, default_value = "text", conflicts_with = "json")]
+        format: out::Format,
     },
     /// The staged plan of each flag: stages, audiences, schedule, exposure.
     Plan {
@@ -129,6 +135,9 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// `text`, or `markdown` for a pull request.
+        #[arg(long, value_enum, default_value = "text", conflicts_with = "json")]
+        format: out::Format,
     },
     /// Publish a config to etcd or a directory, validated, newer than what is
     /// there, signed if asked; of two publishers racing, one wins.
@@ -188,7 +197,7 @@ fn main() -> ExitCode {
     };
     let style = Style::detect();
     let result = match cli.command {
-        Command::Validate { files, json } => validate::run(&files, json, style),
+        Command::Validate { files, json, format } => validate::run(&files, json, format, style),
         Command::Explain { file, flag, tenant, region, user, attrs, at, json } => {
             let mut unit = ContextBuf::new();
             if let Some(tenant) = tenant {
@@ -205,10 +214,12 @@ fn main() -> ExitCode {
             }
             explain::run(&file, &flag, &unit, at.as_deref(), json, style)
         }
-        Command::Diff { old, new, population, at, json } => {
-            diff::run(&old, &new, population.as_deref(), at.as_deref(), json, style)
+        Command::Diff { old, new, population, at, json, format } => {
+            diff::run(&old, &new, population.as_deref(), at.as_deref(), json, format, style)
         }
-        Command::Plan { file, flag, json } => plan::run(&file, flag.as_deref(), json, style),
+        Command::Plan { file, flag, json, format } => {
+            plan::run(&file, flag.as_deref(), json, format, style)
+        }
         Command::Bucket { salt, unleash, units, json } => bucket::run(&salt, unleash, &units, json),
         Command::Publish(args) => publish::run(&args),
         Command::Lint(args) => lint::run(&args, style),

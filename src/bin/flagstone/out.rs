@@ -123,6 +123,11 @@ impl Style {
         Self { color }
     }
 
+    /// No colors (for Markdown and files).
+    pub fn plain() -> Self {
+        Self { color: false }
+    }
+
     fn paint(self, code: &str, text: &str) -> String {
         if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
     }
@@ -201,6 +206,34 @@ impl Table {
         }
         out
     }
+}
+
+impl Table {
+    /// The table as GitHub-flavoured Markdown, for a pull request or a
+    /// change ticket: no wrapping, `|` in cells escaped.
+    pub fn markdown(&self) -> String {
+        let cell = |c: &str| strip_ansi(c).trim().replace('|', "\\|");
+        let line = |cells: &[String]| {
+            format!("| {} |\n", cells.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | "))
+        };
+        let mut out = line(&self.header);
+        out.push_str(&format!("|{}\n", "---|".repeat(self.header.len())));
+        for row in &self.rows {
+            let mut row = row.clone();
+            row.resize(self.header.len(), String::new());
+            out.push_str(&line(&row));
+        }
+        out
+    }
+}
+
+/// `text` (the default) or `markdown`, for `--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for a terminal.
+    Text,
+    /// Markdown tables and a summary, to paste into a pull request.
+    Markdown,
 }
 
 /// The widest a table cell prints before it wraps.

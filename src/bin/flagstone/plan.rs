@@ -8,15 +8,18 @@ use serde_json::json;
 
 use crate::diff::describe_cohort;
 use crate::out::outln;
-use crate::out::{Style, Table};
+use crate::out::{Format, Style, Table};
 use crate::{load, no_such_flag, print_json};
 
 pub(crate) fn run(
     file: &Path,
     only: Option<&str>,
     as_json: bool,
+    format: Format,
     style: Style,
 ) -> anyhow::Result<ExitCode> {
+    let markdown = format == Format::Markdown;
+    let style = if markdown { Style::plain() } else { style };
     let config = load(file)?;
     if let Some(key) = only
         && !config.flags.contains_key(key)
@@ -99,7 +102,11 @@ pub(crate) fn run(
         if !flag.enabled {
             notes.push(style.bad("KILL SWITCH SET: off for everyone"));
         }
-        outln!("{} ({})", style.bold(key), notes.join("; "));
+        if markdown {
+            outln!("#### {key}\n\n{}\n", notes.join("; "));
+        } else {
+            outln!("{} ({})", style.bold(key), notes.join("; "));
+        }
         if rows.is_empty() {
             outln!(
                 "  no stages: {}\n",
@@ -131,7 +138,11 @@ pub(crate) fn run(
                 format!("{cum}%"),
             ]);
         }
-        outln!("{}", table.render(2, style));
+        if markdown {
+            outln!("{}", table.markdown());
+        } else {
+            outln!("{}", table.render(2, style));
+        }
     }
     if as_json {
         print_json(&serde_json::Value::Object(plans))?;

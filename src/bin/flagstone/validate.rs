@@ -7,11 +7,19 @@ use std::process::ExitCode;
 use flagstone::config::Config;
 use serde_json::json;
 
-use crate::out::Style;
 use crate::out::outln;
+use crate::out::{Format, Style, Table};
 use crate::{print_json, read};
 
-pub(crate) fn run(files: &[PathBuf], as_json: bool, style: Style) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(
+    files: &[PathBuf],
+    as_json: bool,
+    format: Format,
+    style: Style,
+) -> anyhow::Result<ExitCode> {
+    if format == Format::Markdown {
+        return markdown(files);
+    }
     let mut failed = false;
     let mut reports = Vec::new();
     for file in files {
@@ -93,6 +101,50 @@ pub(crate) fn run(files: &[PathBuf], as_json: bool, style: Style) -> anyhow::Res
     }
     if as_json {
         print_json(&json!(reports))?;
+    }
+    Ok(ExitCode::from(u8::from(failed)))
+}
+
+/// `validate --format markdown`: a table of the files, then each problem
+/// and note with its path.
+fn markdown(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    let mut table = Table::new(&["file", "result", "version", "flags", "cohorts"]);
+    let mut details = Vec::new();
+    for file in files {
+        let name = format!("`{}`", file.display());
+        match read(file).map(Config::from_json) {
+            Ok(Ok(config)) => {
+                table.row(vec![
+                    name.clone(),
+                    "valid".into(),
+                    config.version.to_string(),
+                    config.flags.len().to_string(),
+                    config.cohorts.len().to_string(),
+                ]);
+                for note in config.notes() {
+                    details.push(format!("- {name} note: `{}`: {}", note.path(), note.message()));
+                }
+            }
+            Ok(Err(e)) => {
+                failed = true;
+                table.row(vec![
+                    name.clone(),
+                    format!("**invalid** ({} problems)", e.problem_count()),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ]);
+                for p in e.problems() {
+                    details.push(format!("- {name} `{}`: {}", p.path(), p.message()));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    outln!("### flagstone validate\n\n{}", table.markdown());
+    for line in &details {
+        outln!("{line}");
     }
     Ok(ExitCode::from(u8::from(failed)))
 }
