@@ -255,11 +255,29 @@ fn diff_parts<C: Part<Cohort>, F: Part<Flag>>(
             None => changes.push(cohort_change(ChangeKind::CohortAdded { cohort: name.clone() })),
             Some(before) if !before.same(cohort) => {
                 let (b, a) = (members(before.borrow()), members(cohort.borrow()));
-                changes.push(cohort_change(ChangeKind::CohortChanged {
+                let removed: Vec<String> = b.difference(&a).cloned().collect();
+                let excluding: Vec<&str> = new_flags
+                    .iter()
+                    .filter(|(_, f)| Borrow::<Flag>::borrow(*f).exclude.contains(name))
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                let mut change = cohort_change(ChangeKind::CohortChanged {
                     cohort: name.clone(),
                     added: a.difference(&b).cloned().collect(),
-                    removed: b.difference(&a).cloned().collect(),
-                }));
+                    removed: removed.clone(),
+                });
+                if !removed.is_empty() && !excluding.is_empty() {
+                    change.warning = Some(format!(
+                        "cohort {name:?} shrinks by {} ({}), and {} {} {} it: \
+                         those units are newly exposed wherever a stage reaches them",
+                        removed.len(),
+                        removed.join(", "),
+                        if excluding.len() == 1 { "flag" } else { "flags" },
+                        excluding.join(", "),
+                        if excluding.len() == 1 { "excludes" } else { "exclude" }
+                    ));
+                }
+                changes.push(change);
             }
             Some(_) => {}
         }
@@ -502,13 +520,21 @@ fn flag_changes(key: &str, old: &Flag, new: &Flag, changes: &mut Vec<Change>) {
     if old.exclude != new.exclude {
         let (o, n): (BTreeSet<_>, BTreeSet<_>) =
             (old.exclude.iter().collect(), new.exclude.iter().collect());
+        let removed: Vec<String> = o.difference(&n).map(|s| (*s).clone()).collect();
+        let warning = (!removed.is_empty()).then(|| {
+            format!(
+                "{key:?} no longer excludes {}: its members are newly exposed wherever a stage \
+                 reaches them",
+                removed.join(", ")
+            )
+        });
         push(
             ChangeKind::ExclusionsChanged {
                 added: n.difference(&o).map(|s| (*s).clone()).collect(),
-                removed: o.difference(&n).map(|s| (*s).clone()).collect(),
+                removed,
             },
             true,
-            None,
+            warning,
         );
     }
     let names = |f: &Flag| f.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
@@ -597,7 +623,16 @@ fn flag_changes(key: &str, old: &Flag, new: &Flag, changes: &mut Vec<Change>) {
     let change =
         |kind| Change { flag: Some(key.to_owned()), kind, reversible: true, warning: None };
     if shape(old) != shape(new) {
-        changes.push(change(ChangeKind::VariantsChanged));
+        let mut variants = change(ChangeKind::VariantsChanged);
+        let moved = reassigned(&old.variants, &new.variants);
+        if let Some(moved) = moved.filter(|m| *m > 0.0) {
+            variants.warning = Some(format!(
+                "{key:?}: about {:.1}% of the units given a variant get another one (weights \
+                 are cumulative in order: a change moves every unit whose point changes range)",
+                moved * 100.0
+            ));
+        }
+        changes.push(variants);
     }
     for variant in &new.variants {
         let before = old.variants.iter().find(|v| v.name == variant.name);
@@ -683,6 +718,36 @@ fn flag_changes(key: &str, old: &Flag, new: &Flag, changes: &mut Vec<Change>) {
             changes.push(change(ChangeKind::RolloutChanged { detail: parts.join("; ") }));
         }
     }
+}
+
+/// The share of units whose variant changes when weights go from `old` to
+/// `new`: a unit's point in `[0, 1)` keeps its variant only where the
+/// variant's range before and after overlap. `None` without variants on
+/// either side.
+pub fn reassigned(old: &[crate::config::Variant], new: &[crate::config::Variant]) -> Option<f64> {
+    let ranges = |vs: &[crate::config::Variant]| {
+        let total: u64 = vs.iter().map(|v| u64::from(v.weight)).sum();
+        let mut start = 0u64;
+        vs.iter()
+            .map(|v| {
+                let r = (v.name.clone(), start as f64 / total.max(1) as f64);
+                start += u64::from(v.weight);
+                (r.0, r.1, start as f64 / total.max(1) as f64)
+            })
+            .collect::<Vec<_>>()
+    };
+    if old.is_empty() || new.is_empty() {
+        return None;
+    }
+    let (o, n) = (ranges(old), ranges(new));
+    let kept: f64 = o
+        .iter()
+        .filter_map(|(name, a, b)| {
+            let (_, c, d) = n.iter().find(|(m, ..)| m == name)?;
+            Some((b.min(*d) - a.max(*c)).max(0.0))
+        })
+        .sum();
+    Some((1.0 - kept).clamp(0.0, 1.0))
 }
 
 /// `a 1, b 2` for an object's fields.

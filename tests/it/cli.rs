@@ -730,3 +730,55 @@ fn markdown_for_reviews_and_one_diff_schema() {
     assert!(e["off_to_on"]["share"].as_f64().expect("share") > 0.0);
     assert!(x["off_to_on"]["units"].as_u64().expect("units") > 0);
 }
+
+/// Issue 18, item 10: `diff` warns when an exclusion is dropped or shrunk,
+/// counts the units a variant reweighting moves, and warns when a flag
+/// buckets by an attribute the population never carries.
+#[test]
+fn diff_warns_about_exposure_it_would_otherwise_hide() {
+    let dir = tempfile::tempdir().expect("dir");
+    let doc = |version: u64, banks: &str, exclude: &str, weights: (u32, u32), by: &str| {
+        format!(
+            r#"{{ "version": {version},
+              "cohorts": {{ "banks": {{ "tenants": [{banks}] }}, "beta": {{ "tenants": ["t-1"] }} }},
+              "flags": {{
+                "f": {{ "enabled": true, "bucket_by": "tenant", "exclude": [{exclude}],
+                  "stages": [ {{ "name": "beta", "cohorts": ["beta"] }} ], "stage": "beta" }},
+                "g": {{ "enabled": true, "bucket_by": "tenant", "exclude": ["banks"],
+                  "stages": [ {{ "name": "all" }} ], "stage": "all",
+                  "variants": [ {{ "name": "a", "weight": {} }}, {{ "name": "b", "weight": {} }} ] }},
+                "h": {{ "enabled": true, "bucket_by": "{by}",
+                  "stages": [ {{ "name": "five", "percent": 5 }} ], "stage": "five" }} }} }}"#,
+            weights.0, weights.1
+        )
+    };
+    let old = dir.path().join("old.json");
+    let new = dir.path().join("new.json");
+    std::fs::write(&old, doc(1, r#""bank-1", "bank-2""#, r#""banks""#, (50, 50), "tenant"))
+        .expect("old");
+    std::fs::write(&new, doc(2, r#""bank-1""#, "", (25, 75), "seats")).expect("new");
+    let out = run(&[
+        "diff",
+        old.to_str().expect("path"),
+        new.to_str().expect("path"),
+        "--json",
+        "--population",
+        "tests/it/testdata/population.csv",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report = json(&out);
+    let warnings: Vec<&str> = report["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter_map(|w| w.as_str())
+        .collect();
+    let has = |needle: &str| warnings.iter().any(|w| w.contains(needle));
+    assert!(has("\"f\" no longer excludes banks"), "{warnings:#?}");
+    assert!(
+        has("cohort \"banks\" shrinks by 1 (tenants:bank-2), and flag g excludes it"),
+        "{warnings:#?}"
+    );
+    assert!(has("about 25.0% of the units given a variant get another one"), "{warnings:#?}");
+    assert!(has("\"h\" buckets by seats, which no unit of"), "{warnings:#?}");
+}

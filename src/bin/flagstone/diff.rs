@@ -99,9 +99,35 @@ pub(crate) fn run(
     let mut radius =
         Table::new(&["flag", "on -> off", "off -> on", "exposure before", "exposure after"]);
     let mut radius_json = serde_json::Map::new();
+    // What the population says about the configs themselves.
+    let mut population_warnings: Vec<String> = Vec::new();
     match population {
         Some(path) => {
             let units = population::load(path)?;
+            for (key, flag) in &new.flags {
+                let hashes = flag.stages.iter().any(|s| s.percent.is_some_and(|p| p < 100.0));
+                let names: Vec<String> = match &flag.bucket_by {
+                    Some(by) => by.names().to_vec(),
+                    None => vec!["user".to_owned()],
+                };
+                let carried = units.iter().any(|u| {
+                    let ctx = u.as_context();
+                    names.iter().any(|n| match n.as_str() {
+                        "tenant" => ctx.get_tenant().is_some(),
+                        "user" => ctx.get_user().is_some(),
+                        "region" => ctx.get_region().is_some(),
+                        other => ctx.get_attr(other).is_some(),
+                    })
+                });
+                if hashes && !units.is_empty() && !carried {
+                    population_warnings.push(format!(
+                        "{key:?} buckets by {}, which no unit of {} carries: its percentages \
+                         expose none of them (is bucket_by the attribute the services send?)",
+                        names.join(" or "),
+                        path.display()
+                    ));
+                }
+            }
             let (before, after) = (store(&old, at)?.snapshot(), store(&new, at)?.snapshot());
             // Every flag, for every unit: whatever changed, a unit whose
             // answer changes is counted.
@@ -243,6 +269,8 @@ pub(crate) fn run(
             "blast_radius": radius_json,
             "exact": population.is_some(),
             "refused_by_services": refused,
+            "warnings": changes.iter().filter_map(|c| c.warning.clone())
+                .chain(population_warnings.iter().cloned()).collect::<Vec<_>>(),
         }))?;
     } else if markdown {
         let flags: std::collections::BTreeSet<&str> =
@@ -272,6 +300,9 @@ pub(crate) fn run(
             for w in changes.iter().filter_map(|c| c.warning.as_deref()) {
                 outln!("> **Warning:** {w}\n");
             }
+            for w in &population_warnings {
+                outln!("> **Warning:** {w}\n");
+            }
         }
         if !radius.is_empty() {
             match population {
@@ -292,7 +323,7 @@ pub(crate) fn run(
         }
         out!("{}", table.render(2, style));
         let warnings: Vec<&str> = changes.iter().filter_map(|c| c.warning.as_deref()).collect();
-        for w in &warnings {
+        for w in warnings.iter().copied().chain(population_warnings.iter().map(String::as_str)) {
             outln!("  {} {w}", style.warn("WARNING"));
         }
         if !radius.is_empty() {
