@@ -84,6 +84,9 @@ pub async fn serve(
         .wait_for_first(Duration::from_secs(2))
         .on_event(|event| eprintln!("flags: {event}"))
         .start()?;
+    // Waits up to wait_for_first for the first config without blocking a
+    // runtime worker (start() itself returns at once).
+    updater.ready().await;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {

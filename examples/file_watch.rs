@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bootstrap(r#"{ "version": 0 }"#)
         .on_event(|e| println!("  event: {e}"))
         .wait_for_first(Duration::from_secs(2))
-        .start()?;
+        .start_and_wait()?;
     println!("started, serving {:?} version {}", updater.serving(), store.version());
 
     let exposed = |store: &FlagStore| {

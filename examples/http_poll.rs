@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .interval(Duration::from_millis(200))
         .on_event(|e| println!("  event: {e}"))
         .wait_for_first(Duration::from_secs(2))
-        .start()?;
+        .start_and_wait()?;
     println!("polling {url}: serving {:?}, version {}", updater.serving(), store.version());
     std::thread::sleep(Duration::from_millis(500)); // a few 304s
 

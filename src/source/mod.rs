@@ -27,7 +27,7 @@
 //!     .bootstrap(r#"{ "version": 0 }"#)
 //!     .on_event(|e| eprintln!("flags: {e}"))
 //!     .wait_for_first(Duration::from_secs(2))
-//!     .start()?;
+//!     .start_and_wait()?; // in async code: .start()?, then updater.ready().await
 //! println!("serving {:?} config version {}", updater.serving(), store.version());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -461,8 +461,8 @@ impl UpdaterBuilder {
         self
     }
 
-    /// Let [`UpdaterBuilder::start`] wait up to this long (at most a day)
-    /// for the first fresh document (default: do not wait).
+    /// How long [`Updater::ready`] and [`Updater::wait_ready`] wait for the
+    /// first fresh document (at most a day; default: do not wait).
     /// [`Updater::serving`] then says whether it came.
     pub fn wait_for_first(mut self, wait: Duration) -> Self {
         self.wait_for_first = wait;
@@ -540,8 +540,12 @@ impl UpdaterBuilder {
         Ok(())
     }
 
-    /// Serves the cache file or the bootstrap document, starts the background
-    /// thread, and waits for a first fresh document if asked to.
+    /// Serves the cache file or the bootstrap document and starts the
+    /// background thread; returns at once (it reads only local files), so
+    /// it is safe inside `async` code. Await [`Updater::ready`] (or call
+    /// [`Updater::wait_ready`], or start with
+    /// [`start_and_wait`](UpdaterBuilder::start_and_wait)) for the first
+    /// fresh document.
     pub fn start(self) -> Result<Updater, UpdateError> {
         self.check()?;
         #[cfg(feature = "signing")]
@@ -598,6 +602,7 @@ impl UpdaterBuilder {
             puller: Mutex::new(puller),
             state: Mutex::new(State { origin: None, current: false }),
             fresh: Condvar::new(),
+            wakers: Mutex::new(Vec::new()),
             cache: Mutex::new(Cache {
                 path: self.cache_file,
                 max_body: self.max_body,
@@ -639,14 +644,18 @@ impl UpdaterBuilder {
                 })
                 .map_err(|e| UpdateError::Config(format!("cannot spawn the updater thread: {e}")))?
         };
-        if !self.wait_for_first.is_zero() {
-            let state = shared.state();
-            let _ = shared
-                .fresh
-                .wait_timeout_while(state, self.wait_for_first, |s| !s.fresh())
-                .map_err(|_| UpdateError::Config("the updater panicked".into()))?;
-        }
-        Ok(Updater { shared, thread: Some(thread), finished, listener })
+        let ready_by = Instant::now() + self.wait_for_first;
+        Ok(Updater { shared, thread: Some(thread), finished, listener, ready_by })
+    }
+
+    /// [`start`](UpdaterBuilder::start), then blocks until the first fresh
+    /// document or [`wait_for_first`](UpdaterBuilder::wait_for_first) has
+    /// passed: for programs without an async runtime. Inside `async` code
+    /// use `start()` and `updater.ready().await`.
+    pub fn start_and_wait(self) -> Result<Updater, UpdateError> {
+        let updater = self.start()?;
+        updater.wait_ready();
+        Ok(updater)
     }
 }
 
@@ -673,6 +682,63 @@ pub struct Updater {
     finished: mpsc::Receiver<()>,
     /// The store listener that persists decisions.
     listener: u64,
+    /// When [`Updater::ready`] stops waiting for a first fresh document.
+    ready_by: Instant,
+}
+
+/// The future of [`Updater::ready`]: `true` once a fresh document serves,
+/// `false` when `wait_for_first` passed first. Runtime-agnostic: woken by
+/// the updater's thread, and by a timer thread for the deadline.
+#[derive(Debug)]
+#[must_use = "a future does nothing unless awaited"]
+pub struct Ready<'u> {
+    updater: &'u Updater,
+    timer: bool,
+}
+
+impl std::future::Future for Ready<'_> {
+    type Output = bool;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<bool> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let shared = &this.updater.shared;
+        let decided = || {
+            if shared.state().fresh() {
+                Some(true)
+            } else if Instant::now() >= this.updater.ready_by {
+                Some(false)
+            } else {
+                None
+            }
+        };
+        if let Some(done) = decided() {
+            return Poll::Ready(done);
+        }
+        {
+            let mut wakers = shared.wakers.lock().unwrap_or_else(|p| p.into_inner());
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+        }
+        // Fresh between the first look and registering: do not sleep on it.
+        if let Some(done) = decided() {
+            return Poll::Ready(done);
+        }
+        if !this.timer {
+            this.timer = true;
+            let (waker, at) = (cx.waker().clone(), this.updater.ready_by);
+            // A thread that exits at the deadline: no runtime's timer needed.
+            let _ = thread::Builder::new().name("flagstone-ready".into()).spawn(move || {
+                thread::sleep(at.saturating_duration_since(Instant::now()));
+                waker.wake();
+            });
+        }
+        Poll::Pending
+    }
 }
 
 impl fmt::Debug for Updater {
@@ -682,6 +748,33 @@ impl fmt::Debug for Updater {
 }
 
 impl Updater {
+    /// Resolves when the first fresh document serves (`true`) or
+    /// `wait_for_first` has passed (`false`); never blocks the thread that
+    /// polls it. `wait_for_first` unset: resolves at once.
+    ///
+    /// Which calls block: [`UpdaterBuilder::start`] reads only local files
+    /// (cache, bootstrap) and returns; `ready` does not block;
+    /// [`Updater::wait_ready`] and [`UpdaterBuilder::start_and_wait`] block up
+    /// to `wait_for_first`; [`Updater::refresh_now`] does a pull on the
+    /// caller's thread (up to the deadline; in async code, run it with your
+    /// runtime's `spawn_blocking`); [`Updater::stop`] and drop return within
+    /// 100 ms.
+    pub fn ready(&self) -> Ready<'_> {
+        Ready { updater: self, timer: false }
+    }
+
+    /// Blocks until the first fresh document serves (`true`) or
+    /// `wait_for_first` has passed (`false`). Not for async code: see
+    /// [`Updater::ready`].
+    pub fn wait_ready(&self) -> bool {
+        let state = self.shared.state();
+        let left = self.ready_by.saturating_duration_since(Instant::now());
+        match self.shared.fresh.wait_timeout_while(state, left, |s| !s.fresh()) {
+            Ok((state, _)) => state.fresh(),
+            Err(poisoned) => poisoned.into_inner().0.fresh(),
+        }
+    }
+
     /// Starts configuring an updater for `store`.
     pub fn builder(store: Arc<FlagStore>) -> UpdaterBuilder {
         UpdaterBuilder {
@@ -740,6 +833,7 @@ impl Updater {
     fn shutdown(&mut self) {
         self.shared.store.unsubscribe(self.listener);
         self.shared.control.stop();
+        self.shared.wake_ready();
         let Some(thread) = self.thread.take() else { return };
         match self.finished.recv_timeout(Duration::from_millis(50)) {
             Err(RecvTimeoutError::Disconnected) | Ok(()) => {
@@ -811,6 +905,8 @@ struct Shared {
     puller: Mutex<Puller>,
     state: Mutex<State>,
     fresh: Condvar,
+    /// Tasks awaiting [`Updater::ready`], woken with `fresh`.
+    wakers: Mutex<Vec<std::task::Waker>>,
     cache: Mutex<Cache>,
     control: Control,
     events: Events,
@@ -847,6 +943,14 @@ impl Events {
 }
 
 impl Shared {
+    /// Wakes the tasks awaiting [`Updater::ready`] to look again.
+    fn wake_ready(&self) {
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|p| p.into_inner()));
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Puller> {
         self.puller.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -885,6 +989,7 @@ impl Shared {
             }
         }
         self.fresh.notify_all();
+        self.wake_ready();
         outcome.map(|pulled| match pulled {
             Pulled::Applied(version, _) => Refreshed::Applied(version),
             Pulled::Unchanged => Refreshed::Unchanged,

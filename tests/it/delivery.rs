@@ -90,7 +90,7 @@ fn watched(version: u64) -> Watched {
     let path = dir.path().join("flags.json");
     fs::write(&path, doc(version)).expect("write");
     let (store, events) = (Arc::new(FlagStore::new()), Events::default());
-    let updater = updater(&store, &path, &events).start().expect("start");
+    let updater = updater(&store, &path, &events).start_and_wait().expect("start");
     Watched { dir, path, store, events, updater }
 }
 
@@ -125,7 +125,8 @@ fn configmap_symlink_swaps_are_applied() {
     publish("..2026_11_22_1", &doc(1));
     std::os::unix::fs::symlink("..data/flags.json", root.join("flags.json")).expect("symlink");
     let (store, events) = (Arc::new(FlagStore::new()), Events::default());
-    let updater = updater(&store, &root.join("flags.json"), &events).start().expect("start");
+    let updater =
+        updater(&store, &root.join("flags.json"), &events).start_and_wait().expect("start");
     assert_eq!(store.version(), 1);
     publish("..2026_11_22_2", &doc(2));
     assert_eq!(updater.refresh_now().expect("refresh"), Refreshed::Applied(2));
@@ -211,7 +212,7 @@ fn start_up_serves_the_cache_when_the_source_is_down_else_the_bootstrap() {
             .on_event(events.record())
             .wait_for_first(wait)
             .interval(Duration::from_secs(3600))
-            .start()
+            .start_and_wait()
             .expect("start");
         (store, events, updater)
     };
@@ -256,7 +257,7 @@ fn a_corrupt_cache_falls_back_to_the_bootstrap() {
         .bootstrap(doc(0))
         .on_event(events.record())
         .interval(Duration::from_secs(3600))
-        .start()
+        .start_and_wait()
         .expect("start");
     assert_eq!(updater.serving(), Serving::Bootstrap);
     assert!(events.contains("rejected Cache document"), "{:?}", events.all());
@@ -265,12 +266,12 @@ fn a_corrupt_cache_falls_back_to_the_bootstrap() {
 #[test]
 fn a_bad_bootstrap_or_no_source_is_a_start_error() {
     let store = Arc::new(FlagStore::new());
-    let err = Updater::builder(store.clone()).start().expect_err("no source");
+    let err = Updater::builder(store.clone()).start_and_wait().expect_err("no source");
     assert!(err.to_string().contains("no source"), "{err}");
     let err = Updater::builder(store)
         .file("/nonexistent")
         .bootstrap("{")
-        .start()
+        .start_and_wait()
         .expect_err("bad bootstrap");
     assert!(matches!(err, flagstone::UpdateError::Bootstrap(_)), "{err}");
 }
@@ -285,7 +286,7 @@ fn the_thread_polls_on_its_own_and_stops_promptly() {
         .file(&path)
         .interval(Duration::from_millis(50))
         .wait_for_first(Duration::from_secs(5))
-        .start()
+        .start_and_wait()
         .expect("start");
     write_atomically(&path, &doc(2));
     assert!(
@@ -296,7 +297,7 @@ fn the_thread_polls_on_its_own_and_stops_promptly() {
     let slow = Updater::builder(store.clone())
         .file(&path)
         .interval(Duration::from_secs(3600))
-        .start()
+        .start_and_wait()
         .expect("start");
     let start = Instant::now();
     drop(slow);
@@ -329,7 +330,7 @@ fn a_refused_document_is_never_reported_as_fresh() {
         .interval(Duration::from_secs(3600))
         .on_event(events.record())
         .wait_for_first(Duration::from_millis(300))
-        .start()
+        .start_and_wait()
         .expect("start");
     assert_eq!(updater.serving(), flagstone::Serving::Bootstrap);
     for _ in 0..3 {
@@ -364,7 +365,7 @@ fn a_fifo_or_a_device_as_the_source_is_refused_without_blocking() {
             let updater = Updater::builder(store)
                 .file(&source)
                 .interval(Duration::from_secs(3600))
-                .start()
+                .start_and_wait()
                 .expect("start");
             updater.refresh_now().map_err(|e| e.to_string())
         });
@@ -392,7 +393,7 @@ fn a_fifo_as_the_signature_sidecar_is_refused_without_blocking() {
                 0x8b, 0x59, 0xda, 0x29,
             ])
             .interval(Duration::from_secs(3600))
-            .start()
+            .start_and_wait()
             .expect("start");
         updater.refresh_now().map_err(|e| e.to_string())
     });
@@ -411,7 +412,7 @@ fn max_body_bytes_limits_files_and_the_cache() {
         .file(&path)
         .max_body_bytes(1024)
         .interval(Duration::from_secs(3600))
-        .start()
+        .start_and_wait()
         .expect("start");
     let err = updater.refresh_now().expect_err("over the limit");
     assert!(err.to_string().contains("over the limit of 1024 bytes"), "{err}");
@@ -424,7 +425,7 @@ fn max_body_bytes_limits_files_and_the_cache() {
         .cache_file(&cache)
         .interval(Duration::from_secs(3600))
         .wait_for_first(Duration::from_secs(5))
-        .start()
+        .start_and_wait()
         .expect("start");
     assert_eq!(updater.serving(), flagstone::Serving::Fresh);
     drop(updater);
@@ -435,7 +436,7 @@ fn max_body_bytes_limits_files_and_the_cache() {
         .max_body_bytes(1024)
         .bootstrap(doc(0))
         .interval(Duration::from_secs(3600))
-        .start()
+        .start_and_wait()
         .expect("start");
     assert_eq!(updater.serving(), flagstone::Serving::Bootstrap);
 }
@@ -456,7 +457,7 @@ fn builder_values_that_would_panic_or_hammer_are_refused() {
         ("max_body_bytes", builder().max_body_bytes(0)),
     ];
     for (what, b) in refused {
-        let err = b.start().expect_err(what);
+        let err = b.start_and_wait().expect_err(what);
         assert!(matches!(err, flagstone::UpdateError::Config(_)), "{what}: {err}");
         assert!(
             err.to_string().contains(what) || err.to_string().contains("interval"),
@@ -481,7 +482,7 @@ fn a_cache_file_that_is_a_symlink_is_written_through_to_its_target() {
         .cache_file(&link)
         .interval(Duration::from_secs(3600))
         .wait_for_first(Duration::from_secs(5))
-        .start()
+        .start_and_wait()
         .expect("start");
     assert!(fs::symlink_metadata(&link).expect("link").file_type().is_symlink(), "still a link");
     assert_eq!(cached_document(&target), doc(2));
@@ -500,7 +501,7 @@ fn a_failed_cache_write_names_the_file() {
         .on_event(events.record())
         .interval(Duration::from_secs(3600))
         .wait_for_first(Duration::from_secs(5))
-        .start()
+        .start_and_wait()
         .expect("start");
     let failed = events.all().into_iter().find(|e| e.starts_with("cache write failed"));
     let failed = failed.expect("reported");
@@ -528,7 +529,7 @@ fn decisions_are_not_undone_by_a_restart() {
             .bootstrap(doc(0))
             .interval(Duration::from_secs(3600))
             .wait_for_first(Duration::from_millis(300))
-            .start()
+            .start_and_wait()
             .expect("start")
     };
 
@@ -606,7 +607,7 @@ fn a_reader_never_pairs_a_document_with_another_versions_signature() {
         .public_key_base64(&key.public_key().to_base64())
         .interval(Duration::from_secs(3600))
         .on_event(events.record())
-        .start()
+        .start_and_wait()
         .expect("start");
     let publisher = {
         let site = site.clone();
@@ -665,7 +666,7 @@ mod signed_cache {
                 .bootstrap(doc(1))
                 .interval(Duration::from_secs(3600))
                 .wait_for_first(Duration::from_millis(300))
-                .start()
+                .start_and_wait()
                 .expect("start")
         };
         publish(4);
@@ -703,7 +704,7 @@ fn the_store_subscription_hears_the_updater_too() {
         sink.lock().expect("not poisoned").push(line);
     });
     let events = Events::default();
-    let updater = updater(&store, &path, &events).start().expect("start");
+    let updater = updater(&store, &path, &events).start_and_wait().expect("start");
     fs::write(&path, "{ \"version\": 2, \"flags\": { \"x\": {} } }").expect("bad");
     assert!(updater.refresh_now().is_err());
     let heard = heard.lock().expect("not poisoned").clone();

@@ -220,7 +220,7 @@ fn start(server: &TestServer, store: &Arc<FlagStore>, events: &Events) -> Update
         .bearer_token("s3cret")
         .on_event(events.record())
         .wait_for_first(Duration::from_secs(5))
-        .start()
+        .start_and_wait()
         .expect("start")
 }
 
@@ -336,7 +336,7 @@ fn source_errors_back_off_and_are_reported_by_the_thread() {
         .jitter(0.0)
         .bootstrap(doc(0))
         .on_event(events.record())
-        .start()
+        .start_and_wait()
         .expect("start");
     assert!(wait_until(Duration::from_secs(5), || events
         .all()
@@ -378,7 +378,7 @@ mod signed {
             .public_key_base64(&STANDARD.encode(key().verifying_key().to_bytes()))
             .bootstrap(doc(0))
             .on_event(events.record())
-            .start()
+            .start_and_wait()
             .expect("start")
     }
 
@@ -450,7 +450,7 @@ mod signed {
             .file(&path)
             .interval(Duration::from_secs(3600))
             .public_key(&key().verifying_key().to_bytes())
-            .start()
+            .start_and_wait()
             .expect("start");
         assert!(updater.refresh_now().is_err(), "no .sig yet");
         std::fs::write(dir.path().join("flags.json.sig"), sign(&doc(1))).expect("write");
@@ -461,7 +461,7 @@ mod signed {
         let err = Updater::builder(store)
             .file(&path)
             .public_key(&[1, 2, 3])
-            .start()
+            .start_and_wait()
             .expect_err("bad key");
         assert!(err.to_string().contains("32 bytes"), "{err}");
     }
@@ -566,7 +566,7 @@ fn nginx_end_to_end() {
         .jitter(0.1)
         .on_event(events.record())
         .wait_for_first(Duration::from_secs(5))
-        .start()
+        .start_and_wait()
         .expect("start");
     assert_eq!(store.version(), 1, "{:?}", events.all());
     assert!(
@@ -605,7 +605,7 @@ fn a_pull_has_one_deadline_across_redirects() {
         .interval(Duration::from_secs(3600))
         .timeouts(Duration::from_secs(2), Duration::from_secs(2))
         .deadline(Duration::from_secs(2))
-        .start()
+        .start_and_wait()
         .expect("start");
     // The background thread's first pull is under way; wait for it.
     thread::sleep(Duration::from_millis(50));
@@ -628,7 +628,7 @@ fn stop_and_drop_return_at_once_and_an_abandoned_pull_never_applies() {
         .interval(Duration::from_millis(20))
         .jitter(0.0)
         .wait_for_first(Duration::from_secs(5))
-        .start()
+        .start_and_wait()
         .expect("start");
     assert_eq!(store.version(), 1);
     // The next pull waits 1.5 s for its answer, then gets version 2.
@@ -648,7 +648,7 @@ fn stop_and_drop_return_at_once_and_an_abandoned_pull_never_applies() {
     let updater = Updater::builder(store.clone())
         .http(&server.url)
         .interval(Duration::from_secs(3600))
-        .start()
+        .start_and_wait()
         .expect("start");
     thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
@@ -668,7 +668,7 @@ fn credentials_and_custom_headers_never_follow_a_redirect_to_another_origin() {
         .bearer_token("s3cret")
         .header("X-Api-Key", "k3y")
         .interval(Duration::from_secs(3600))
-        .start()
+        .start_and_wait()
         .expect("start");
     assert_eq!(updater.refresh_now().expect("followed"), Refreshed::Applied(1));
     assert!(
@@ -692,7 +692,7 @@ fn the_sidecar_of_a_presigned_url_is_on_its_path_and_only_fetched_when_signing()
     let updater = Updater::builder(store)
         .http(&url)
         .interval(Duration::from_secs(3600))
-        .start()
+        .start_and_wait()
         .expect("start");
     assert_eq!(updater.refresh_now().expect("unsigned"), Refreshed::Applied(1));
     assert!(
@@ -711,7 +711,7 @@ fn the_sidecar_of_a_presigned_url_is_on_its_path_and_only_fetched_when_signing()
                 0x0d, 0x73, 0x65, 0x32, 0x15, 0x77, 0x1d, 0xe2, 0x43, 0xa6, 0x3a, 0xc0, 0x48, 0xa1,
                 0x8b, 0x59, 0xda, 0x29,
             ])
-            .start()
+            .start_and_wait()
             .expect("start");
         let _ = updater.refresh_now();
         let sidecar: Vec<String> =
@@ -721,4 +721,80 @@ fn the_sidecar_of_a_presigned_url_is_on_its_path_and_only_fetched_when_signing()
             "{sidecar:?}"
         );
     }
+}
+
+/// Issue 18, item 4: `start()` returns at once even with `wait_for_first`
+/// and a source that never answers; `ready()` resolves on a current-thread
+/// runtime without blocking it (a task beside it keeps ticking), `false`
+/// when `wait_for_first` passes and `true` once a document serves.
+#[test]
+fn start_returns_at_once_and_ready_never_blocks_the_runtime() {
+    use std::sync::atomic::AtomicU32;
+    // Accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/flags.json", silent.local_addr().expect("addr"));
+    // Holds what it accepts until the test is done with it.
+    silent.set_nonblocking(true).expect("nonblocking");
+    let done = Arc::new(AtomicBool::new(false));
+    let held = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                if let Ok((stream, _)) = silent.accept() {
+                    kept.push(stream);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let store = Arc::new(FlagStore::new());
+    let started = std::time::Instant::now();
+    let updater = Updater::builder(store.clone())
+        .http(url)
+        .interval(Duration::from_secs(3600))
+        .wait_for_first(Duration::from_millis(800))
+        .start()
+        .expect("start");
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "start blocked {:?}",
+        started.elapsed()
+    );
+    let ticks = Arc::new(AtomicU32::new(0));
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let fresh = runtime.block_on(async {
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                counter.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let fresh = updater.ready().await;
+        ticker.abort();
+        fresh
+    });
+    let waited = started.elapsed();
+    assert!(!fresh, "nothing came");
+    assert!(waited >= Duration::from_millis(750) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!(ticks.load(Ordering::Relaxed) >= 10, "the runtime kept running: {ticks:?}");
+    drop(updater);
+    done.store(true, Ordering::Relaxed);
+    let _ = held.join();
+
+    // With a document: ready() resolves true as soon as it serves.
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("flags.json");
+    std::fs::write(&path, r#"{ "version": 3 }"#).expect("write");
+    let updater = Updater::builder(store.clone())
+        .file(&path)
+        .wait_for_first(Duration::from_secs(10))
+        .start()
+        .expect("start");
+    let started = std::time::Instant::now();
+    assert!(runtime.block_on(updater.ready()));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(store.version(), 3);
 }

@@ -83,7 +83,7 @@ fn instance(
     if let Some(public) = public {
         builder = builder.public_key_base64(public);
     }
-    let updater = build(builder).start().expect("start");
+    let updater = build(builder).start_and_wait().expect("start");
     Instance { store, updater, applied, events }
 }
 
@@ -218,7 +218,7 @@ fn a_watch_behind_a_compaction_reads_again_and_resumes() {
                 std::thread::sleep(Duration::from_secs(3));
             }
         })
-        .start()
+        .start_and_wait()
         .expect("start");
     std::thread::sleep(Duration::from_millis(500));
     for version in 2..=5 {

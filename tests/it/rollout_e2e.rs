@@ -67,7 +67,7 @@ fn service_process() {
         .etcd([etcd.to_owned()], KEY)
         .interval(Duration::from_secs(1))
         .wait_for_first(Duration::from_secs(10))
-        .start()
+        .start_and_wait()
         .expect("updater");
     let listener =
         TcpListener::bind(("127.0.0.1", port.parse::<u16>().expect("port"))).expect("bind");
