@@ -374,7 +374,7 @@ pub(crate) enum NameSet {
     Many(foldhash::HashSet<Box<str>>),
 }
 
-const FEW: usize = 8;
+pub(crate) const FEW: usize = 8;
 
 /// A name with its bytes packed for comparing without a call: a name of up
 /// to 16 bytes is equal to another exactly when their lengths and packed
@@ -416,7 +416,7 @@ impl Packed {
 
 /// Whether `name` is one of `names`, comparing words for short names.
 #[inline]
-pub(crate) fn packed_contains(names: &[Packed], name: &str) -> bool {
+fn packed_contains(names: &[Packed], name: &str) -> bool {
     let len = name.len();
     if len <= 16 {
         let words = pack(name.as_bytes());
@@ -427,11 +427,11 @@ pub(crate) fn packed_contains(names: &[Packed], name: &str) -> bool {
 }
 
 impl NameSet {
-    fn new(names: &[String]) -> Self {
+    pub(crate) fn new<S: AsRef<str>>(names: &[S]) -> Self {
         if names.len() <= FEW {
-            NameSet::Few(names.iter().map(|n| Packed::new(n)).collect())
+            NameSet::Few(names.iter().map(|n| Packed::new(n.as_ref())).collect())
         } else {
-            NameSet::Many(names.iter().map(|n| n.as_str().into()).collect())
+            NameSet::Many(names.iter().map(|n| n.as_ref().into()).collect())
         }
     }
 
@@ -806,10 +806,7 @@ impl Compiled {
                 if let Some(counters) = &self.counters {
                     counters.evaluations.add(flag.evaluation_cell(reason, variant), 1);
                 }
-                let exposes = reason.exposes();
-                let name = if exposes { flag.variant_name(variant, reason) } else { None };
-                let value = if exposes { flag.value_at(variant, reason) } else { None };
-                Evaluation { enabled: exposes, variant: name, reason, value }
+                flag.conclude_at(reason, variant)
             }
             Err(unknown) => {
                 if let Some(counters) = &self.counters {

@@ -377,8 +377,19 @@ impl Flag {
         reason: Reason<'static>,
         ctx: &Context<'_>,
     ) -> Evaluation<'static> {
+        let at = if reason.exposes() { self.variant_at(ctx, reason) } else { None };
+        self.conclude_at(reason, at)
+    }
+
+    /// [`Flag::conclude`] with the variant's position already picked (the
+    /// counted evaluation needs it for its counter cell).
+    #[inline]
+    pub(crate) fn conclude_at(
+        &self,
+        reason: Reason<'static>,
+        at: Option<usize>,
+    ) -> Evaluation<'static> {
         let enabled = reason.exposes();
-        let at = if enabled { self.variant_at(ctx, reason) } else { None };
         let (variant, value) = if enabled {
             (self.variant_name(at, reason), self.value_at(at, reason))
         } else {

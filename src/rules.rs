@@ -14,9 +14,6 @@ use crate::clock::parse_rfc3339_millis;
 use crate::config::{Operator, Rule};
 use crate::context::Context;
 
-/// The most strings `in` scans; more are hashed.
-const SCAN: usize = 8;
-
 /// The largest compiled regular expression a rule may hold.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
@@ -39,11 +36,14 @@ enum Attribute {
 
 #[derive(Clone, Debug)]
 enum Matcher {
+    /// `in`, case-insensitive, over a few (folded) strings.
     In(Strings),
-    /// `in`, case-sensitive, over a few strings: compared word by word.
-    InPacked(Box<[crate::compile::Packed]>),
-    /// `in` over more strings than a scan is quicker for: hashed.
-    InSet(Box<foldhash::HashSet<Box<str>>>, bool),
+    /// `in`, case-sensitive: the cohort lists' own set (a scan comparing
+    /// words for a few names, hashed for more).
+    InNames(crate::compile::NameSet),
+    /// `in`, case-insensitive, over more strings than a scan is quicker
+    /// for: the folded strings, hashed.
+    InFolded(Box<foldhash::HashSet<Box<str>>>),
     StartsWith(Strings),
     EndsWith(Strings),
     Contains(Strings),
@@ -123,16 +123,10 @@ impl CompiledRule {
         let matcher = match rule.op {
             Operator::In => {
                 let set = strings(rule, false)?;
-                if set.values.len() > SCAN {
-                    let case_insensitive = set.case_insensitive;
-                    Matcher::InSet(
-                        Box::new(set.values.into_vec().into_iter().collect()),
-                        case_insensitive,
-                    )
-                } else if !set.case_insensitive {
-                    Matcher::InPacked(
-                        set.values.iter().map(|v| crate::compile::Packed::new(v)).collect(),
-                    )
+                if !set.case_insensitive {
+                    Matcher::InNames(crate::compile::NameSet::new(&set.values))
+                } else if set.values.len() > crate::compile::FEW {
+                    Matcher::InFolded(Box::new(set.values.into_vec().into_iter().collect()))
                 } else {
                     Matcher::In(set)
                 }
@@ -227,9 +221,8 @@ impl Matcher {
     fn matches(&self, value: &str) -> bool {
         match self {
             Matcher::In(set) => set.any(value, Test::Equal),
-            Matcher::InPacked(names) => crate::compile::packed_contains(names, value),
-            Matcher::InSet(set, false) => set.contains(value),
-            Matcher::InSet(set, true) => {
+            Matcher::InNames(names) => names.contains(value),
+            Matcher::InFolded(set) => {
                 let mut buffer = [0u8; 256];
                 match lowercase_into(value, &mut buffer) {
                     Some(lower) => set.contains(lower),
