@@ -57,55 +57,47 @@ impl fmt::Display for Problem {
 ///     "invalid config: flags.x: missing field `enabled` at line 1 column 34",
 /// );
 /// ```
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("{kind}")]
-pub struct Error {
-    kind: Kind,
-}
-
 #[derive(Clone, Debug)]
-enum Kind {
-    /// The first problems found, and how many more there were.
-    Invalid(Vec<Problem>, usize),
-    Stale {
-        offered: u64,
-        newest: u64,
-    },
-    /// The serving version again, with other content.
-    SameVersion {
-        version: u64,
-    },
-    NoHistory,
+pub struct Error {
+    kind: ErrorKind,
+    /// For an invalid document: the first problems found, and how many
+    /// more there were.
+    problems: Vec<Problem>,
+    more: usize,
 }
 
-impl fmt::Display for Kind {
+impl std::error::Error for Error {}
+
+impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Kind::Invalid(problems, more) => match (problems.as_slice(), more) {
+        match self.kind {
+            ErrorKind::Invalid => match (self.problems.as_slice(), self.more) {
                 ([one], 0) => write!(f, "invalid config: {one}"),
                 (listed, more) => {
                     write!(f, "invalid config ({} problems):", listed.len() + more)?;
                     for p in listed {
                         write!(f, "\n  {p}")?;
                     }
-                    if *more > 0 {
+                    if more > 0 {
                         write!(f, "\n  and {more} more")?;
                     }
                     Ok(())
                 }
             },
-            Kind::Stale { offered, newest } => write!(
+            ErrorKind::Stale { offered, newest } => write!(
                 f,
                 "stale config: version {offered} is not newer than version {newest}, \
                  already applied: publish it with a higher version (a rollback does not lower \
                  the newest version), or force the apply"
             ),
-            Kind::SameVersion { version } => write!(
+            ErrorKind::SameVersion { version } => write!(
                 f,
                 "refused: version {version} is serving and this document says version {version} \
                  with other content; bump the version to publish a change"
             ),
-            Kind::NoHistory => f.write_str("nothing to roll back to: no earlier config is kept"),
+            ErrorKind::NoHistory => {
+                f.write_str("nothing to roll back to: no earlier config is kept")
+            }
         }
     }
 }
@@ -147,12 +139,12 @@ impl Error {
     /// # Ok::<(), flagstone::Error>(())
     /// ```
     pub fn kind(&self) -> ErrorKind {
-        match self.kind {
-            Kind::Invalid(..) => ErrorKind::Invalid,
-            Kind::Stale { offered, newest } => ErrorKind::Stale { offered, newest },
-            Kind::SameVersion { version } => ErrorKind::SameVersion { version },
-            Kind::NoHistory => ErrorKind::NoHistory,
-        }
+        self.kind
+    }
+
+    #[cold]
+    fn of(kind: ErrorKind) -> Self {
+        Self { kind, problems: Vec::new(), more: 0 }
     }
 
     #[cold]
@@ -166,64 +158,50 @@ impl Error {
 
     #[cold]
     pub(crate) fn stale(offered: u64, newest: u64) -> Self {
-        Self { kind: Kind::Stale { offered, newest } }
+        Self::of(ErrorKind::Stale { offered, newest })
     }
 
     #[cold]
     pub(crate) fn same_version(version: u64) -> Self {
-        Self { kind: Kind::SameVersion { version } }
+        Self::of(ErrorKind::SameVersion { version })
     }
 
     #[cold]
     pub(crate) fn no_history() -> Self {
-        Self { kind: Kind::NoHistory }
+        Self::of(ErrorKind::NoHistory)
     }
 
     /// The document is malformed or breaks a rule of the config format.
     pub fn is_invalid(&self) -> bool {
-        matches!(self.kind, Kind::Invalid(..))
+        self.kind == ErrorKind::Invalid
     }
 
     /// The document's version is not newer than one the store already
     /// applied (including [`is_same_version`](Error::is_same_version)).
     pub fn is_stale(&self) -> bool {
-        matches!(self.kind, Kind::Stale { .. } | Kind::SameVersion { .. })
+        matches!(self.kind, ErrorKind::Stale { .. } | ErrorKind::SameVersion { .. })
     }
 
     /// The document has the serving version but other content: an edit
     /// published without a version bump, which no store applies.
     pub fn is_same_version(&self) -> bool {
-        matches!(self.kind, Kind::SameVersion { .. })
+        matches!(self.kind, ErrorKind::SameVersion { .. })
     }
 
     /// A rollback found no earlier config to go back to.
     pub fn is_no_history(&self) -> bool {
-        matches!(self.kind, Kind::NoHistory)
-    }
-
-    /// For a stale document, the version it offered.
-    pub(crate) fn stale_version(&self) -> Option<u64> {
-        match self.kind {
-            Kind::Stale { offered, .. } => Some(offered),
-            _ => None,
-        }
+        self.kind == ErrorKind::NoHistory
     }
 
     /// The problems of an invalid document, in document order: every one,
     /// up to [`MAX_PROBLEMS`]; empty for other errors.
     pub fn problems(&self) -> &[Problem] {
-        match &self.kind {
-            Kind::Invalid(problems, _) => problems,
-            _ => &[],
-        }
+        &self.problems
     }
 
     /// How many problems an invalid document has, listed or not.
     pub fn problem_count(&self) -> usize {
-        match &self.kind {
-            Kind::Invalid(problems, more) => problems.len() + more,
-            _ => 0,
-        }
+        self.problems.len() + self.more
     }
 }
 
@@ -255,7 +233,7 @@ impl Problems {
 
     #[cold]
     pub(crate) fn into_error(self) -> Error {
-        Error { kind: Kind::Invalid(self.listed, self.more) }
+        Error { kind: ErrorKind::Invalid, problems: self.listed, more: self.more }
     }
 }
 

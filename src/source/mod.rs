@@ -1245,7 +1245,10 @@ impl Puller {
                 });
                 Err(refused)
             }
-            Err(error) if error.stale_version() == Some(self.store.version()) => {
+            Err(error)
+                if matches!(error.kind(), crate::ErrorKind::Stale { offered, .. }
+                    if offered == self.store.version()) =>
+            {
                 // The serving version, in other bytes (re-serialized, or
                 // served from a cache before the source caught up).
                 self.last_seen = Some((hash, Seen::Applied));
