@@ -815,9 +815,8 @@ fn guard_loop(store: &Weak<Shared>, signal: &Signal) {
     }
 }
 
-/// Whether `offered` says what `applied` was applied from: the same cohorts
-/// and flags (a flag a guard stepped back compared without its `stage` and
-/// `enabled`, which the trip changed).
+/// Whether `offered` says what `applied` was applied from: its cohorts and
+/// flags, once stepped back by the trips taken on it, are the ones kept.
 fn same_content(applied: &Applied, offered: &Config) -> bool {
     let kept = &applied.config;
     let cohorts = kept.cohorts.len() == offered.cohorts.len()
@@ -829,13 +828,13 @@ fn same_content(applied: &Applied, offered: &Config) -> bool {
         && kept.flags.len() == offered.flags.len()
         && offered.flags.iter().all(|(key, flag)| {
             let Some(k) = kept.flags.get(key) else { return false };
-            if applied.trips.contains_key(key) {
-                let mut untripped = flag.clone();
-                untripped.stage.clone_from(&k.stage);
-                untripped.enabled = k.enabled;
-                untripped == **k
-            } else {
-                **k == *flag
+            match applied.trips.get(key) {
+                Some(serving) => {
+                    let mut stepped = flag.clone();
+                    step_flag(&mut stepped, serving.as_deref());
+                    stepped == **k
+                }
+                None => **k == *flag,
             }
         })
 }
@@ -873,11 +872,16 @@ fn writer_trips<'w>(
 fn step_config(config: &mut Retained, flag: &str, stage: Option<&str>) {
     if let Some(kept) = config.flags.get_mut(flag) {
         let mut changed = crate::config::Flag::clone(kept);
-        match stage {
-            Some(stage) => changed.stage = Some(stage.to_owned()),
-            None => changed.enabled = false,
-        }
+        step_flag(&mut changed, stage);
         *kept = Arc::new(changed);
+    }
+}
+
+/// A flag as a guard's trip leaves it: serving `stage`, or off.
+fn step_flag(flag: &mut crate::config::Flag, stage: Option<&str>) {
+    match stage {
+        Some(stage) => flag.stage = Some(stage.to_owned()),
+        None => flag.enabled = false,
     }
 }
 
