@@ -16,27 +16,52 @@ use crate::{keys, print_json, read};
 pub(crate) struct Args {
     /// The config file.
     file: PathBuf,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Sign with this private key (PKCS#8 PEM, from `flagstone keygen`).
+    #[arg(long, value_name = "PRIVATE_KEY_FILE")]
+    sign: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where configs are published: an etcd key, or a directory (for
+/// `publish` and `rollout`).
+#[derive(clap::Args)]
+pub(crate) struct TargetArgs {
     /// etcd client URLs, comma-separated (with --key).
     #[arg(long, value_delimiter = ',', requires = "key", conflicts_with = "to")]
     etcd: Vec<String>,
     /// The etcd key of the document; its signature goes to KEY.sig.
     #[arg(long, requires = "etcd")]
-    key: Option<String>,
+    pub(crate) key: Option<String>,
     /// A directory that file sources (or a static web server) read.
     #[arg(long, required_unless_present = "etcd")]
     to: Option<PathBuf>,
-    /// Sign with this private key (PKCS#8 PEM, from `flagstone keygen`).
-    #[arg(long, value_name = "PRIVATE_KEY_FILE")]
-    sign: Option<PathBuf>,
     /// etcd user, for a cluster with auth enabled (with --password).
     #[arg(long, requires = "password")]
     user: Option<String>,
     /// etcd password.
     #[arg(long, requires = "user")]
     password: Option<String>,
-    /// Machine-readable output.
-    #[arg(long)]
-    json: bool,
+}
+
+impl TargetArgs {
+    /// The target the arguments name.
+    pub(crate) fn target(&self) -> anyhow::Result<Box<dyn Target>> {
+        Ok(match (&self.key, &self.to) {
+            (Some(key), _) => {
+                let mut etcd = publish::Etcd::new(self.etcd.clone(), key.clone());
+                if let (Some(user), Some(password)) = (&self.user, &self.password) {
+                    etcd = etcd.credentials(user.clone(), password.clone());
+                }
+                Box::new(etcd)
+            }
+            (None, Some(dir)) => Box::new(publish::Directory::new(dir)),
+            (None, None) => bail!("say where: --etcd URL --key KEY, or --to DIR"),
+        })
+    }
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -45,17 +70,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Some(path) => Some(keys::signing_key(path)?.sign(&document)),
         None => None,
     };
-    let mut target: Box<dyn Target> = match (&args.key, &args.to) {
-        (Some(key), _) => {
-            let mut etcd = publish::Etcd::new(args.etcd.clone(), key.clone());
-            if let (Some(user), Some(password)) = (&args.user, &args.password) {
-                etcd = etcd.credentials(user.clone(), password.clone());
-            }
-            Box::new(etcd)
-        }
-        (None, Some(dir)) => Box::new(publish::Directory::new(dir)),
-        (None, None) => bail!("say where: --etcd URL --key KEY, or --to DIR"),
-    };
+    let mut target = args.target.target()?;
     let receipt = publish::publish(target.as_mut(), &document, signature.as_deref())
         .with_context(|| format!("{} not published", args.file.display()))?;
     if args.json {
@@ -64,7 +79,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "target": target.describe(), "signed": signature.is_some(),
         }))?;
     } else {
-        let at = if args.key.is_some() { "revision" } else { "sequence" };
+        let at = if args.target.key.is_some() { "revision" } else { "sequence" };
         outln!(
             "published version {} to {} at {at} {}{}",
             receipt.version,

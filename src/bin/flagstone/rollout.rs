@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use flagstone::publish::{self, Target};
 use flagstone::rollout::{Controller, Decision, FlagStatus, Prometheus};
 use jiff::Timestamp;
 use serde_json::json;
 
 use crate::keys;
 use crate::out::{Style, outln};
+use crate::publish::TargetArgs;
 
 /// The controller's commands.
 #[derive(clap::Subcommand)]
@@ -26,21 +26,8 @@ pub(crate) enum Command {
 /// Where the config is and where the evidence comes from.
 #[derive(clap::Args)]
 pub(crate) struct Where {
-    /// etcd client URLs, comma-separated (with --key).
-    #[arg(long, value_delimiter = ',', requires = "key", conflicts_with = "to")]
-    etcd: Vec<String>,
-    /// The etcd key of the document.
-    #[arg(long, requires = "etcd")]
-    key: Option<String>,
-    /// A directory that file sources read (as `flagstone publish --to`).
-    #[arg(long, required_unless_present = "etcd")]
-    to: Option<PathBuf>,
-    /// etcd user, for a cluster with auth enabled (with --password).
-    #[arg(long, requires = "password")]
-    user: Option<String>,
-    /// etcd password.
-    #[arg(long, requires = "user")]
-    password: Option<String>,
+    #[command(flatten)]
+    target: TargetArgs,
     /// The Prometheus server that scrapes the fleet.
     #[arg(long, value_name = "URL")]
     prometheus: String,
@@ -127,17 +114,7 @@ impl Now {
 }
 
 fn controller(at: &Where) -> anyhow::Result<Controller> {
-    let target: Box<dyn Target> = match (&at.key, &at.to) {
-        (Some(key), _) => {
-            let mut etcd = publish::Etcd::new(at.etcd.clone(), key.clone());
-            if let (Some(user), Some(password)) = (&at.user, &at.password) {
-                etcd = etcd.credentials(user.clone(), password.clone());
-            }
-            Box::new(etcd)
-        }
-        (None, Some(dir)) => Box::new(publish::Directory::new(dir)),
-        (None, None) => bail!("say where the config is: --etcd URL --key KEY, or --to DIR"),
-    };
+    let target = at.target.target()?;
     let prometheus = Prometheus::new(at.prometheus.clone()).selector(at.selector.clone());
     Ok(Controller::new(target, Box::new(prometheus)).max_age(Duration::from_secs(at.max_age)))
 }
