@@ -339,11 +339,8 @@ impl Controller {
                 continue;
             }
             let evidence = fleet.get(key).cloned().unwrap_or_default();
-            let mut test = flag.guard.as_ref().map(StageTest::new);
-            let decision = match &mut test {
-                Some(test) => decide::decide(flag, &evidence, test, &round),
-                None => decide::decide(flag, &evidence, &mut StageTest::none(), &round),
-            };
+            let mut test = StageTest::for_flag(flag);
+            let decision = decide::decide(flag, &evidence, &mut test, &round);
             let current = flag.current_stage();
             let entered = flag.rollout.as_ref().and_then(|r| r.entered_at_millis());
             let in_stage = entered.map(|at| {
@@ -362,7 +359,7 @@ impl Controller {
                 in_stage,
                 hold,
                 evidence: flag.stage.as_ref().and_then(|s| evidence.stages.get(s)).cloned(),
-                comparison: test.as_ref().and_then(|t| t.last),
+                comparison: test.last,
                 confidence: flag.guard.as_ref().map(|g| g.confidence),
                 decision,
                 next: current.and_then(|i| flag.stages.get(i + 1)).map(|s| s.name.clone()),
@@ -381,10 +378,7 @@ impl Controller {
             flag.rollout.as_ref().and_then(|r| r.entered_at.clone()),
         );
         self.tests.retain(|(k, s, e), _| k != key || (s, e) == (&id.1, &id.2));
-        self.tests.entry(id).or_insert_with(|| match &flag.guard {
-            Some(guard) => StageTest::new(guard),
-            None => StageTest::none(),
-        })
+        self.tests.entry(id).or_insert_with(|| StageTest::for_flag(flag))
     }
 
     /// Writes the audit lines and calls the webhook.
@@ -425,29 +419,28 @@ impl Controller {
 /// Changes `flag` as `decision` says; whether anything changed. A hold on
 /// a flag with no `entered_at` records one, so the hold has a start.
 fn apply(flag: &mut Flag, decision: &Decision, now: Timestamp) -> bool {
-    let stamp = crate::clock::format_rfc3339_millis(now.as_millisecond());
-    let rollout = flag.rollout.get_or_insert_with(Box::default);
-    match decision {
+    let unstamped = flag.rollout.as_ref().is_none_or(|r| r.entered_at.is_none());
+    let failed = match decision {
         Decision::Advance { to, .. } => {
             flag.stage = Some(to.clone());
-            rollout.entered_at = Some(stamp);
-            true
+            None
         }
         Decision::StepBack { from, to, .. } => {
             match to {
                 Some(to) => flag.stage = Some(to.clone()),
                 None => flag.enabled = false,
             }
-            rollout.failed = Some(from.clone());
-            rollout.entered_at = Some(stamp);
-            true
+            Some(from.clone())
         }
-        Decision::Hold(_) if rollout.entered_at.is_none() && flag.enabled => {
-            rollout.entered_at = Some(stamp);
-            true
-        }
-        Decision::Hold(_) | Decision::Pause(_) => false,
+        Decision::Hold(_) if unstamped && flag.enabled => None,
+        Decision::Hold(_) | Decision::Pause(_) => return false,
+    };
+    let rollout = flag.rollout.get_or_insert_with(Box::default);
+    rollout.entered_at = Some(crate::clock::format_rfc3339_millis(now.as_millisecond()));
+    if failed.is_some() {
+        rollout.failed = failed;
     }
+    true
 }
 
 fn to_document(config: &Config) -> Vec<u8> {

@@ -146,6 +146,11 @@ impl StageTest {
         Self { tests: Vec::new(), last: None }
     }
 
+    /// The tests of `flag`'s guard, or none without one.
+    pub fn for_flag(flag: &Flag) -> Self {
+        flag.guard.as_ref().map_or_else(Self::none, Self::new)
+    }
+
     /// Looks at the evidence; the comparison that decides.
     fn check(&mut self, exposed: &UnitRates, control: &UnitRates) -> Option<Comparison> {
         let worst = self
