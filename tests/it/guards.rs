@@ -12,26 +12,7 @@ use flagstone::observe::evidence::{ErrorRule, ErrorTest, MIN_UNIT_OUTCOMES, Unit
 use flagstone::observe::{ControlGroup, StoreEvent};
 use flagstone::{Context, FlagStore, ManualClock, Outcome, Reason};
 
-/// SplitMix64: small, seeded, good enough for simulations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-}
+use crate::rng::Rng;
 
 /// One group of a simulated stage: units and their running tallies, with
 /// the group's [`UnitRates`] kept up to date as outcomes arrive (over the

@@ -18,6 +18,7 @@ mod observe;
 mod openfeature;
 mod overrides;
 mod props;
+mod rng;
 mod rollout;
 #[cfg(all(feature = "etcd", feature = "cli"))]
 mod rollout_e2e;

@@ -18,6 +18,8 @@ use flagstone::rollout::{
 use flagstone::{Context, FlagStore, ManualClock, Outcome, Reason};
 use jiff::Timestamp;
 
+use crate::rng::Rng;
+
 const PLAN: &str = r#"{ "version": 1,
   "cohorts": { "staff": { "tenants": ["t-00000", "t-00001"] } },
   "flags": {
@@ -282,7 +284,7 @@ struct Fleet {
     clock: Arc<ManualClock>,
     stores: Vec<Arc<FlagStore>>,
     dir: tempfile::TempDir,
-    rng: u64,
+    rng: Rng,
 }
 
 impl Fleet {
@@ -295,7 +297,7 @@ impl Fleet {
                 Arc::new(FlagStore::new().with_clock(clock.clone()).with_manual_guard_checks())
             })
             .collect();
-        let fleet = Self { clock, stores, dir, rng: 7 };
+        let fleet = Self { clock, stores, dir, rng: Rng(7) };
         fleet.deliver();
         fleet
     }
@@ -324,14 +326,6 @@ impl Fleet {
         }
     }
 
-    fn chance(&mut self, p: f64) -> bool {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-
     /// One second of traffic: 3,000 tenants, one request each, on the
     /// instance `tenant % 3`; `error(reason)` is the error rate. Guards look
     /// every 200 ms.
@@ -342,7 +336,7 @@ impl Fleet {
                 let ctx = Context::new().tenant(&name);
                 let store = self.stores[i % 3].clone();
                 let rate = error(&store.evaluate("checkout", &ctx).reason);
-                let outcome = if self.chance(rate) { Outcome::Error } else { Outcome::Success };
+                let outcome = if self.rng.chance(rate) { Outcome::Error } else { Outcome::Success };
                 store.record("checkout", &ctx, outcome);
             }
             self.clock.advance(Duration::from_millis(200));

@@ -7,30 +7,7 @@ use flagstone::{FlagStore, Reason};
 use serde_json::{Value, json};
 use unleash_yggdrasil::{EngineState, UpdateMessage};
 
-/// SplitMix64: small, seeded.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+use crate::rng::Rng;
 
 const PLANS: [&str; 4] = ["free", "pro", "enterprise", "Pro"];
 
@@ -51,21 +28,24 @@ fn feature(rng: &mut Rng, i: usize) -> Value {
                     "rollout": rng.pick(&["0", "1", "5", "25", "50", "77", "99", "100"]).to_string(),
                     "stickiness": rng.pick(&["default", "userId", "sessionId", "plan"]).to_string(),
                 });
-                if rng.chance(70) {
-                    parameters["groupId"] =
-                        json!(if rng.chance(50) { name.clone() } else { format!("group-{s}-{i}") });
+                if rng.percent(70) {
+                    parameters["groupId"] = json!(if rng.percent(50) {
+                        name.clone()
+                    } else {
+                        format!("group-{s}-{i}")
+                    });
                 }
                 json!({ "name": "flexibleRollout", "parameters": parameters })
             }
         };
         let mut constraints = Vec::new();
-        if rng.chance(50) {
+        if rng.percent(50) {
             constraints.push(match rng.below(6) {
                 0 => json!({ "contextName": "plan", "operator": "IN", "values": ["pro", "enterprise"] }),
                 1 => json!({ "contextName": "plan", "operator": "NOT_IN", "values": ["free"],
-                              "inverted": rng.chance(30) }),
+                              "inverted": rng.percent(30) }),
                 2 => json!({ "contextName": "plan", "operator": "STR_STARTS_WITH", "values": ["p"],
-                              "caseInsensitive": rng.chance(50) }),
+                              "caseInsensitive": rng.percent(50) }),
                 3 => json!({ "contextName": "seats", "operator": rng.pick(&["NUM_GTE", "NUM_LT", "NUM_EQ"]).to_string(),
                               "value": rng.pick(&["10", "50", "50.0"]).to_string() }),
                 4 => json!({ "contextName": "version", "operator": rng.pick(&["SEMVER_LT", "SEMVER_GTE"]).to_string(),
@@ -75,7 +55,7 @@ fn feature(rng: &mut Rng, i: usize) -> Value {
             });
         }
         strategy["constraints"] = json!(constraints);
-        if rng.chance(25) {
+        if rng.percent(25) {
             let stick = strategy["parameters"]["stickiness"].clone();
             strategy["variants"] = json!([
                 { "name": "s-a", "weight": 1 + rng.below(5), "stickiness": stick,
@@ -87,14 +67,14 @@ fn feature(rng: &mut Rng, i: usize) -> Value {
         strategies.push(strategy);
     }
     let mut variants = Vec::new();
-    if rng.chance(60) {
+    if rng.percent(60) {
         let stickiness = rng.pick(&["default", "userId", "plan"]).to_string();
         for v in 0..2 + rng.below(3) {
             variants.push(json!({ "name": format!("v{v}"), "weight": rng.below(100) + 1,
                 "stickiness": stickiness, "payload": { "type": "json", "value": format!("{{\"v\": {v}}}") } }));
         }
     }
-    json!({ "name": name, "enabled": rng.chance(90), "strategies": strategies, "variants": variants })
+    json!({ "name": name, "enabled": rng.percent(90), "strategies": strategies, "variants": variants })
 }
 
 /// A random context: always a sessionId and a plan, mostly a userId.
@@ -103,17 +83,17 @@ fn feature(rng: &mut Rng, i: usize) -> Value {
 fn context(rng: &mut Rng) -> Value {
     let mut ctx = json!({ "properties": { "plan": *rng.pick(&PLANS) },
                           "sessionId": format!("s-{}", rng.below(100_000)) });
-    if rng.chance(85) {
+    if rng.percent(85) {
         ctx["userId"] = json!(format!("u-{}", rng.below(2_000)));
     }
-    if rng.chance(70) {
+    if rng.percent(70) {
         ctx["properties"]["seats"] = json!(rng.below(100).to_string());
     }
-    if rng.chance(70) {
+    if rng.percent(70) {
         ctx["properties"]["version"] =
             json!(format!("{}.{}.{}", rng.below(3), rng.below(5), rng.below(5)));
     }
-    if rng.chance(50) {
+    if rng.percent(50) {
         ctx["environment"] = json!(*rng.pick(&["prod", "dev"]));
     }
     ctx
