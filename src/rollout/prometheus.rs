@@ -92,15 +92,13 @@ impl Prometheus {
     /// One instant query: its samples, labels and value.
     pub fn query(&self, promql: &str) -> Result<Vec<Sample>, String> {
         let url = format!("{}/api/v1/query", self.base);
-        let body = form(&[("query", promql)]);
         let mut response = self
             .agent
             .post(&url)
             .config()
             .timeout_global(Some(self.timeout))
             .build()
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .send(body.as_bytes())
+            .send_form([("query", promql)])
             .map_err(|e| format!("{url}: {e}"))?;
         let status = response.status().as_u16();
         let mut text = Vec::new();
@@ -206,29 +204,4 @@ fn set(rates: &mut UnitRates, name: &str, value: f64) {
         "flagstone_guard_unit_error_rate_sum_cubes" => rates.sum_cubes = value,
         _ => {}
     }
-}
-
-/// `application/x-www-form-urlencoded`.
-fn form(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        for (j, part) in [k, v].into_iter().enumerate() {
-            if j == 1 {
-                out.push('=');
-            }
-            for b in part.bytes() {
-                match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        out.push(b as char)
-                    }
-                    b' ' => out.push('+'),
-                    _ => out.push_str(&format!("%{b:02X}")),
-                }
-            }
-        }
-    }
-    out
 }
