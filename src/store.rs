@@ -729,16 +729,11 @@ impl Shared {
         }
     }
 
-    /// Tells the listeners of an updater's event (it traces its own).
+    /// Tells the listeners of an updater's event (`tracing` skips it: the
+    /// updater traces its own).
     #[cold]
     pub(crate) fn tell_update(&self, event: &crate::UpdateEvent) {
-        let listeners: Vec<Listener> = self.listeners().iter().map(|(_, l)| l.clone()).collect();
-        if !listeners.is_empty() {
-            let event = StoreEvent::Update(event.clone());
-            for listener in &listeners {
-                listener(&event);
-            }
-        }
+        self.tell(&StoreEvent::Update(event.clone()));
     }
 
     /// Tells the listeners (and `tracing`) of an event.
