@@ -125,6 +125,7 @@ pub use eval::{Evaluation, Reason, StageVerdict};
 pub use explain::{CohortCheck, Explanation, PrerequisiteCheck, StageCheck};
 pub use observe::{Metrics, Outcome, StoreEvent};
 pub use source::{
-    Origin, Refreshed, Serving, SourceError, UpdateError, UpdateEvent, Updater, UpdaterBuilder,
+    Origin, Refreshed, Serving, SettingProblem, SignatureRefused, SourceError, UpdateError,
+    UpdateEvent, Updater, UpdaterBuilder,
 };
 pub use store::{FlagHandle, FlagStore, HISTORY, Override, Snapshot};

@@ -167,7 +167,7 @@ pub enum UpdateEvent {
         /// Where the document came from.
         origin: Origin,
         /// Why.
-        reason: String,
+        reason: SignatureRefused,
     },
     /// The source could not be reached or answered wrongly; the next try is
     /// in `retry_in`.
@@ -212,27 +212,91 @@ impl fmt::Display for UpdateEvent {
 }
 
 /// Why the updater could not start, or a synchronous refresh failed.
+///
+/// Each variant says what failed; the detail (where and what in a refused
+/// document, the source's own error) is its [`source`](std::error::Error::source),
+/// so error reporters that walk the chain print both, once.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UpdateError {
-    /// The builder was given no source, or an unusable setting.
-    #[error("updater misconfigured: {0}")]
-    Config(String),
+    /// A builder setting is unusable: refused by `start()`, where it was
+    /// written, rather than hammering a source or stalling the thread.
+    #[error("updater setting `{setting}` {problem}")]
+    Setting {
+        /// The builder method, e.g. `"interval"`.
+        setting: &'static str,
+        /// What is wrong with its value.
+        problem: SettingProblem,
+    },
+    /// The builder was given no source.
+    #[error("the updater has no source: call .file(..), .http(..) or .etcd(..)")]
+    NoSource,
+    /// The public key given to the builder is not an Ed25519 public key.
+    #[cfg(feature = "signing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
+    #[error("the updater's public key is unusable")]
+    PublicKey(#[source] crate::signing::SignatureError),
+    /// The updater's thread could not be started.
+    #[error("cannot spawn the updater thread")]
+    Spawn(#[source] Arc<std::io::Error>),
     /// The bootstrap document is invalid.
-    #[error("bootstrap document: {0}")]
-    Bootstrap(Error),
+    #[error("bootstrap document refused")]
+    Bootstrap(#[source] Error),
     /// The source could not be reached.
-    #[error("source: {0}")]
-    Source(SourceError),
+    #[error("source unavailable")]
+    Source(#[source] SourceError),
     /// The fetched document was refused.
-    #[error("document refused: {0}")]
-    Rejected(Error),
+    #[error("document refused")]
+    Rejected(#[source] Error),
     /// The fetched document's signature was refused.
-    #[error("signature refused: {0}")]
-    Signature(String),
+    #[error("signature refused")]
+    Signature(#[source] SignatureRefused),
     /// The updater was stopped while the pull ran: nothing was applied.
     #[error("the updater was stopped during the pull; nothing was applied")]
     Stopped,
+}
+
+/// What is wrong with an [`UpdaterBuilder`] setting
+/// ([`UpdateError::Setting`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum SettingProblem {
+    /// A duration over a day.
+    OverADay(Duration),
+    /// Zero, where only a positive value works.
+    Zero,
+    /// Not a fraction in `0..=1` (NaN, infinite, negative, above 1).
+    NotAFraction(f64),
+    /// An empty list, where one entry is needed (etcd's endpoints).
+    Empty,
+}
+
+impl fmt::Display for SettingProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SettingProblem::OverADay(value) => write!(f, "of {value:?} is over a day"),
+            SettingProblem::Zero => f.write_str("must be above zero"),
+            SettingProblem::NotAFraction(value) => {
+                write!(f, "of {value} is not a fraction in 0..=1")
+            }
+            SettingProblem::Empty => f.write_str("needs at least one entry"),
+        }
+    }
+}
+
+/// Why a document's signature was refused (feature `signing`): in
+/// [`UpdateError::Signature`] and [`UpdateEvent::SignatureRejected`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureRefused {
+    /// The document came without a signature.
+    #[error("the document is unsigned")]
+    Unsigned,
+    /// The signature is malformed or does not match the document and key.
+    #[cfg(feature = "signing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
+    #[error(transparent)]
+    Invalid(crate::signing::SignatureError),
 }
 
 /// What a successful [`Updater::refresh_now`] did.
@@ -326,7 +390,7 @@ pub struct UpdaterBuilder {
     #[cfg(feature = "etcd")]
     etcd_credentials: Option<(String, String)>,
     #[cfg(feature = "signing")]
-    public_key: Option<Result<signing::Verifier, String>>,
+    public_key: Option<Result<signing::Verifier, crate::signing::SignatureError>>,
 }
 
 enum SourceSpec {
@@ -513,7 +577,7 @@ impl UpdaterBuilder {
     /// where it was written, rather than hammering a source or stalling
     /// the thread later.
     fn check(&self) -> Result<(), UpdateError> {
-        let misconfigured = |what: String| Err(UpdateError::Config(what));
+        let refuse = |setting, problem| Err(UpdateError::Setting { setting, problem });
         let durations = [
             ("interval", self.interval),
             ("max_backoff", self.max_backoff),
@@ -522,20 +586,20 @@ impl UpdaterBuilder {
         ];
         for (name, value) in durations {
             if value > LONGEST {
-                return misconfigured(format!("{name} of {value:?} is over a day"));
+                return refuse(name, SettingProblem::OverADay(value));
             }
         }
         if self.interval.is_zero() {
-            return misconfigured("the interval must be longer than zero".into());
+            return refuse("interval", SettingProblem::Zero);
         }
         if self.deadline.is_zero() {
-            return misconfigured("the deadline must be longer than zero".into());
+            return refuse("deadline", SettingProblem::Zero);
         }
         if !(0.0..=1.0).contains(&self.jitter) {
-            return misconfigured(format!("jitter {} is not a fraction in 0..=1", self.jitter));
+            return refuse("jitter", SettingProblem::NotAFraction(self.jitter));
         }
         if self.max_body == 0 {
-            return misconfigured("max_body_bytes must be at least 1".into());
+            return refuse("max_body_bytes", SettingProblem::Zero);
         }
         Ok(())
     }
@@ -549,14 +613,14 @@ impl UpdaterBuilder {
     pub fn start(self) -> Result<Updater, UpdateError> {
         self.check()?;
         #[cfg(feature = "signing")]
-        let verifier = self.public_key.transpose().map_err(UpdateError::Config)?;
+        let verifier = self.public_key.transpose().map_err(UpdateError::PublicKey)?;
         #[cfg(feature = "signing")]
         let signed = verifier.is_some();
         #[cfg(not(feature = "signing"))]
         let signed = false;
         let source: Box<dyn Source> = match self.source {
             None => {
-                return Err(UpdateError::Config("no source: call .file(..) or .http(..)".into()));
+                return Err(UpdateError::NoSource);
             }
             Some(SourceSpec::File(path)) => {
                 Box::new(file::FileSource::new(path, self.max_body, signed))
@@ -568,7 +632,10 @@ impl UpdaterBuilder {
             #[cfg(feature = "etcd")]
             Some(SourceSpec::Etcd { endpoints, key }) => {
                 if endpoints.is_empty() {
-                    return Err(UpdateError::Config("etcd needs at least one endpoint".into()));
+                    return Err(UpdateError::Setting {
+                        setting: "etcd",
+                        problem: SettingProblem::Empty,
+                    });
                 }
                 let options = etcd::EtcdOptions {
                     endpoints,
@@ -642,7 +709,7 @@ impl UpdaterBuilder {
                     run(&shared);
                     drop(done);
                 })
-                .map_err(|e| UpdateError::Config(format!("cannot spawn the updater thread: {e}")))?
+                .map_err(|e| UpdateError::Spawn(Arc::new(e)))?
         };
         let ready_by = Instant::now() + self.wait_for_first;
         Ok(Updater { shared, thread: Some(thread), finished, listener, ready_by })
@@ -1266,7 +1333,7 @@ impl Puller {
     }
 
     #[cfg(feature = "signing")]
-    fn verify(&self, document: &Document) -> Result<(), String> {
+    fn verify(&self, document: &Document) -> Result<(), SignatureRefused> {
         match &self.verifier {
             Some(v) => v.verify(&document.body, document.signature.as_deref()),
             None => Ok(()),
@@ -1274,7 +1341,7 @@ impl Puller {
     }
 
     #[cfg(not(feature = "signing"))]
-    fn verify(&self, _: &Document) -> Result<(), String> {
+    fn verify(&self, _: &Document) -> Result<(), SignatureRefused> {
         Ok(())
     }
 

@@ -8,24 +8,29 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::signing::PublicKey;
+use super::SignatureRefused;
+use crate::signing::{PublicKey, SignatureError};
 
 pub(crate) struct Verifier {
     key: PublicKey,
 }
 
 impl Verifier {
-    pub(crate) fn new(key: &[u8]) -> Result<Self, String> {
-        PublicKey::from_bytes(key).map(|key| Self { key }).map_err(|e| e.to_string())
+    pub(crate) fn new(key: &[u8]) -> Result<Self, SignatureError> {
+        PublicKey::from_bytes(key).map(|key| Self { key })
     }
 
-    pub(crate) fn from_base64(key: &str) -> Result<Self, String> {
-        PublicKey::parse(key).map(|key| Self { key }).map_err(|e| format!("public key: {e}"))
+    pub(crate) fn from_base64(key: &str) -> Result<Self, SignatureError> {
+        PublicKey::parse(key).map(|key| Self { key })
     }
 
-    pub(crate) fn verify(&self, body: &[u8], signature: Option<&[u8]>) -> Result<(), String> {
-        let signature = signature.ok_or("the document is unsigned")?;
-        self.key.verify(body, signature).map_err(|e| e.to_string())
+    pub(crate) fn verify(
+        &self,
+        body: &[u8],
+        signature: Option<&[u8]>,
+    ) -> Result<(), SignatureRefused> {
+        let signature = signature.ok_or(SignatureRefused::Unsigned)?;
+        self.key.verify(body, signature).map_err(SignatureRefused::Invalid)
     }
 }
 

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use flagstone::{FlagStore, Refreshed, Serving, UpdateError, Updater};
 
+use super::delivery::chain;
+
 use crate::delivery::{Events, doc, wait_until, write_atomically};
 
 /// How the test server answers.
@@ -390,7 +392,7 @@ mod signed {
 
         server.serve(&doc(1), None);
         let err = updater.refresh_now().expect_err("unsigned");
-        assert!(err.to_string().contains("unsigned"), "{err}");
+        assert!(chain(&err).contains("unsigned"), "{err}");
         assert!(
             events.last().contains("bad signature: the document is unsigned"),
             "{}",
@@ -400,7 +402,8 @@ mod signed {
         let forged =
             STANDARD.encode(SigningKey::from_bytes(&[8u8; 32]).sign(doc(1).as_bytes()).to_bytes());
         server.set(|s| s.signature = Some(forged));
-        assert!(updater.refresh_now().expect_err("forged").to_string().contains("does not match"));
+        let forged = updater.refresh_now().expect_err("forged");
+        assert!(chain(&forged).contains("does not match"), "{}", chain(&forged));
 
         let good = sign(&doc(1));
         server.set(|s| s.signature = Some(good[..40].to_owned()));
@@ -412,11 +415,7 @@ mod signed {
             s.body.truncate(20);
         });
         assert!(
-            updater
-                .refresh_now()
-                .expect_err("truncated doc")
-                .to_string()
-                .contains("does not match")
+            chain(&updater.refresh_now().expect_err("truncated doc")).contains("does not match")
         );
         assert_eq!(store.version(), 0, "nothing unsigned, forged or truncated got in");
 
@@ -463,7 +462,8 @@ mod signed {
             .public_key(&[1, 2, 3])
             .start_and_wait()
             .expect_err("bad key");
-        assert!(err.to_string().contains("32 bytes"), "{err}");
+        assert!(matches!(err, UpdateError::PublicKey(_)), "{err}");
+        assert!(chain(&err).contains("32 bytes"), "{}", chain(&err));
     }
 }
 
