@@ -207,6 +207,31 @@ impl ContextBuf {
         }
     }
 
+    /// The tenant, if set.
+    pub fn get_tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// The region, if set.
+    pub fn get_region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// The user, if set.
+    pub fn get_user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The attribute's value, if set.
+    pub fn get_attr(&self, key: &str) -> Option<&str> {
+        self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The attributes, in the order they were first set.
+    pub fn attrs(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// The context, borrowed: what checks take. Does not allocate for up
     /// to [`INLINE_ATTRIBUTES`] attributes.
     pub fn as_context(&self) -> Context<'_> {

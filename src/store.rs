@@ -961,6 +961,16 @@ impl Snapshot {
         self.compiled.is_enabled(self.compiled.lookup(flag), ctx)
     }
 
+    /// Counts an outcome of `flag` for `ctx`, as [`FlagStore::record`], in
+    /// the group `ctx` falls in under *this snapshot's* config: the stage
+    /// that served the request, even if a push landed since.
+    #[inline]
+    pub fn record(&self, flag: &str, ctx: &Context<'_>, outcome: Outcome) {
+        if let Ok(found) = self.compiled.lookup(flag) {
+            self.compiled.record(found, ctx, outcome);
+        }
+    }
+
     /// Whether `flag` is on for `ctx`, its variant, and why.
     #[inline]
     pub fn evaluate(&self, flag: &str, ctx: &Context<'_>) -> Evaluation<'_> {

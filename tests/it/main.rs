@@ -30,6 +30,8 @@ mod servers;
 mod store;
 mod stress;
 mod targeting;
+#[cfg(feature = "tower")]
+mod tower;
 mod unleash_import;
 mod unleash_spec;
 
