@@ -113,12 +113,10 @@ fn an_outcome_counts_under_the_stage_that_served_the_request() {
     assert!(flags.is_enabled("checkout"), "served the new checkout by stage internal");
 
     // A kill switch lands while the request runs.
-    store
-        .apply_json(
-            &DOC.replace(r#""version": 1"#, r#""version": 2"#)
-                .replace(r#""enabled": true"#, r#""enabled": false"#),
-        )
-        .expect("applied");
+    let killed = DOC
+        .replace(r#""version": 1"#, r#""version": 2"#)
+        .replace(r#""enabled": true"#, r#""enabled": false"#);
+    store.apply_json(killed).expect("applied");
     flags.record("checkout", Outcome::Error);
 
     let metrics = store.metrics();
