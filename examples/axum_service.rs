@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Extension, State};
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderName, StatusCode};
 use axum::routing::get;
 use flagstone::integrations::tower::{Flags, FlagsLayer};
 use flagstone::{FlagStore, Outcome, Updater};
@@ -66,8 +67,8 @@ async fn search(Extension(flags): Extension<Flags>) -> (StatusCode, &'static str
     }
 }
 
-async fn metrics(State(store): State<Arc<FlagStore>>) -> String {
-    store.metrics().to_prometheus()
+async fn metrics(State(store): State<Arc<FlagStore>>) -> ([(HeaderName, &'static str); 1], String) {
+    ([(CONTENT_TYPE, flagstone::PROMETHEUS_CONTENT_TYPE)], store.metrics().to_prometheus())
 }
 
 /// Starts the service on `addr` with the config at `config`, watched for

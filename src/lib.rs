@@ -123,7 +123,7 @@ pub use context::{Context, ContextBuf, INLINE_ATTRIBUTES};
 pub use error::{Error, ErrorKind, MAX_PROBLEMS, Problem};
 pub use eval::{Evaluation, Reason, StageVerdict};
 pub use explain::{CohortCheck, Explanation, PrerequisiteCheck, StageCheck};
-pub use observe::{Metrics, Outcome, StoreEvent};
+pub use observe::{Metrics, Outcome, PROMETHEUS_CONTENT_TYPE, StoreEvent};
 pub use source::{
     Origin, Refreshed, Serving, SettingProblem, SignatureRefused, SourceError, UpdateError,
     UpdateEvent, Updater, UpdaterBuilder,

@@ -1,7 +1,6 @@
 //! A point-in-time read of a store's counters, and its exports.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 /// How many latency buckets a histogram has: the bounds of
@@ -53,7 +52,7 @@ pub(crate) fn latency_bucket(latency: Duration) -> usize {
 /// let metrics = store.metrics();
 /// assert_eq!(metrics.evaluations_of("new-checkout", "canary"), 1);
 /// assert!(metrics.to_prometheus().contains(
-///     r#"flagstone_evaluations_total{flag="new-checkout",stage="canary",variant="",result="on"} 1"#));
+///     r#"flagstone_evaluations_total{feature_flag_key="new-checkout",stage="canary",feature_flag_result_variant="",result="on"} 1"#));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -267,174 +266,6 @@ impl Metrics {
             stepped_back: self.stepped_back.clone(),
         }
     }
-
-    /// The Prometheus text exposition format (version 0.0.4):
-    /// `flagstone_evaluations_total`, `flagstone_outcomes_total` and the
-    /// `flagstone_latency_seconds` histogram.
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::new();
-        out.push_str(
-            "# HELP flagstone_evaluations_total Flag evaluations by flag, exposing stage, variant and result.\n\
-             # TYPE flagstone_evaluations_total counter\n",
-        );
-        for e in &self.evaluations {
-            let result = if e.enabled { "on" } else { "off" };
-            let _ = writeln!(
-                out,
-                "flagstone_evaluations_total{{flag=\"{}\",stage=\"{}\",variant=\"{}\",result=\"{result}\"}} {}",
-                Escaped(&e.flag),
-                Escaped(e.stage),
-                Escaped(e.variant.unwrap_or("")),
-                e.count
-            );
-        }
-        out.push_str(
-            "# HELP flagstone_outcomes_total Outcomes recorded by flag and the stage the context fell in.\n\
-             # TYPE flagstone_outcomes_total counter\n",
-        );
-        for o in &self.outcomes {
-            for (outcome, n) in [("success", o.successes), ("error", o.errors)] {
-                if n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "flagstone_outcomes_total{{flag=\"{}\",stage=\"{}\",outcome=\"{outcome}\"}} {n}",
-                        Escaped(&o.flag),
-                        Escaped(o.stage)
-                    );
-                }
-            }
-        }
-        out.push_str(
-            "# HELP flagstone_latency_seconds Latency recorded by flag and the stage the context fell in.\n\
-             # TYPE flagstone_latency_seconds histogram\n",
-        );
-        for o in self.outcomes.iter().filter(|o| o.latency.count() > 0) {
-            let labels = format!("flag=\"{}\",stage=\"{}\"", Escaped(&o.flag), Escaped(o.stage));
-            let mut cumulative = 0u64;
-            for (i, n) in o.latency.buckets.iter().enumerate() {
-                cumulative += n;
-                let le = match LATENCY_BOUNDS.get(i) {
-                    Some(bound) => bound.as_secs_f64().to_string(),
-                    None => "+Inf".to_owned(),
-                };
-                let _ = writeln!(
-                    out,
-                    "flagstone_latency_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "flagstone_latency_seconds_sum{{{labels}}} {}",
-                o.latency.sum.as_secs_f64()
-            );
-            let _ = writeln!(out, "flagstone_latency_seconds_count{{{labels}}} {cumulative}");
-        }
-        if !self.guards.is_empty() {
-            out.push_str(
-                "# HELP flagstone_guard_units Units a guard saw in its current window, by group: exposed by the stage it watches, or its control (held-back or not-exposed).\n\
-                 # TYPE flagstone_guard_units gauge\n\
-                 # HELP flagstone_guard_unit_error_rate_sum The sum of those units' own error rates.\n\
-                 # TYPE flagstone_guard_unit_error_rate_sum gauge\n\
-                 # HELP flagstone_guard_unit_error_rate_sum_squares The sum of their squares.\n\
-                 # TYPE flagstone_guard_unit_error_rate_sum_squares gauge\n\
-                 # HELP flagstone_guard_unit_error_rate_sum_cubes The sum of their cubes.\n\
-                 # TYPE flagstone_guard_unit_error_rate_sum_cubes gauge\n\
-                 # HELP flagstone_guard_unit_outcomes The outcomes of those units.\n\
-                 # TYPE flagstone_guard_unit_outcomes gauge\n",
-            );
-            for g in &self.guards {
-                let control = match g.control_group {
-                    super::ControlGroup::HeldBack => "held-back",
-                    super::ControlGroup::NotExposed => "not-exposed",
-                };
-                for (group, rates) in [("exposed", &g.exposed), (control, &g.control)] {
-                    let labels = format!(
-                        "flag=\"{}\",stage=\"{}\",group=\"{group}\"",
-                        Escaped(&g.flag),
-                        Escaped(g.stage)
-                    );
-                    let _ = writeln!(out, "flagstone_guard_units{{{labels}}} {}", rates.units);
-                    let _ = writeln!(
-                        out,
-                        "flagstone_guard_unit_error_rate_sum{{{labels}}} {}",
-                        rates.sum
-                    );
-                    let _ = writeln!(
-                        out,
-                        "flagstone_guard_unit_error_rate_sum_squares{{{labels}}} {}",
-                        rates.sum_squares
-                    );
-                    let _ = writeln!(
-                        out,
-                        "flagstone_guard_unit_error_rate_sum_cubes{{{labels}}} {}",
-                        rates.sum_cubes
-                    );
-                    let _ = writeln!(
-                        out,
-                        "flagstone_guard_unit_outcomes{{{labels}}} {}",
-                        rates.outcomes
-                    );
-                }
-            }
-        }
-        if !self.guard_trips.is_empty() {
-            out.push_str(
-                "# HELP flagstone_guard_trips_total Guard trips on this instance, by flag and stage.\n\
-                 # TYPE flagstone_guard_trips_total counter\n",
-            );
-            for t in &self.guard_trips {
-                let _ = writeln!(
-                    out,
-                    "flagstone_guard_trips_total{{flag=\"{}\",stage=\"{}\"}} {}",
-                    Escaped(&t.flag),
-                    Escaped(&t.stage),
-                    t.count
-                );
-            }
-        }
-        if !self.stepped_back.is_empty() {
-            out.push_str(
-                "# HELP flagstone_guard_stepped_back 1 for each stage a guard stepped back on the serving version.\n\
-                 # TYPE flagstone_guard_stepped_back gauge\n",
-            );
-            for s in &self.stepped_back {
-                let _ = writeln!(
-                    out,
-                    "flagstone_guard_stepped_back{{flag=\"{}\",stage=\"{}\"}} 1",
-                    Escaped(&s.flag),
-                    Escaped(&s.stage)
-                );
-            }
-        }
-        if self.version > 0 {
-            let _ = write!(
-                out,
-                "# HELP flagstone_config_version The version of the config serving.\n\
-                 # TYPE flagstone_config_version gauge\n\
-                 flagstone_config_version {}\n",
-                self.version
-            );
-        }
-        out
-    }
-}
-
-/// A label value escaped as the exposition format wants: `\`, `"` and
-/// newlines.
-struct Escaped<'a>(&'a str);
-
-impl std::fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for c in self.0.chars() {
-            match c {
-                '\\' => f.write_str("\\\\")?,
-                '"' => f.write_str("\\\"")?,
-                '\n' => f.write_str("\\n")?,
-                c => std::fmt::Write::write_char(f, c)?,
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -457,10 +288,5 @@ mod tests {
             assert_eq!(latency_bucket(*bound), i);
             assert_eq!(latency_bucket(*bound + Duration::from_nanos(1000)), i + 1);
         }
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(Escaped("a\"b\\c\nd").to_string(), "a\\\"b\\\\c\\nd");
     }
 }

@@ -1,48 +1,44 @@
 //! Export to the `metrics` crate (feature `metrics`).
 
-use super::Metrics;
+use metrics::Label;
 
-/// Publishes a store's counts to the `metrics` crate's recorder: the
-/// totals of [`Metrics`] as absolute counter values, so call it on a timer
-/// (or before each scrape) with a fresh [`FlagStore::metrics`].
+use super::Metrics;
+use super::export::{Kind, Value};
+
+/// Publishes a store's counts to the `metrics` crate's recorder, as the
+/// same series [`Metrics::to_prometheus`] writes: the same names, the same
+/// labels ([`FLAG_LABEL`](super::FLAG_LABEL),
+/// [`VARIANT_LABEL`](super::VARIANT_LABEL), `stage`, ...), the same units
+/// (seconds). Call it on a timer (or before each scrape) with a fresh
+/// [`FlagStore::metrics`]: counters are set to their totals
+/// (`absolute`), gauges to their values.
 ///
-/// Labels follow OpenTelemetry's feature-flag semantic conventions where
-/// one applies (`feature_flag.key`, `feature_flag.result.variant`), plus
-/// `stage`, `result` and `outcome`. Counters:
-/// `flagstone_evaluations_total`, `flagstone_outcomes_total`, and
-/// `flagstone_latency_seconds_count` and `flagstone_latency_microseconds_sum` (the `metrics` facade has no
-/// bucketed histogram to hand prebuilt buckets to; use
-/// [`Metrics::to_prometheus`] for those).
+/// The `metrics` facade takes no prebuilt histogram, so
+/// `flagstone_latency_seconds` goes out as its Prometheus series: the
+/// `_bucket` (with `le`) and `_count` counters and the `_sum` in seconds
+/// (a gauge, the facade's counters holding only integers). A dashboard's
+/// `histogram_quantile(0.99, rate(flagstone_latency_seconds_bucket[5m]))`
+/// works on either export.
 ///
 /// [`FlagStore::metrics`]: crate::FlagStore::metrics
 pub fn export_to_metrics(metrics: &Metrics) {
-    for e in metrics.evaluations() {
-        metrics::counter!(
-            "flagstone_evaluations_total",
-            "feature_flag.key" => e.flag.clone(),
-            "stage" => e.stage,
-            "feature_flag.result.variant" => e.variant.unwrap_or(""),
-            "result" => if e.enabled { "on" } else { "off" },
-        )
-        .absolute(e.count);
-    }
-    for o in metrics.outcomes() {
-        for (outcome, n) in [("success", o.successes), ("error", o.errors)] {
-            metrics::counter!(
-                "flagstone_outcomes_total",
-                "feature_flag.key" => o.flag.clone(),
-                "stage" => o.stage,
-                "outcome" => outcome,
-            )
-            .absolute(n);
+    for family in metrics.families() {
+        match family.kind {
+            Kind::Counter => metrics::describe_counter!(family.name, family.help),
+            Kind::Gauge => metrics::describe_gauge!(family.name, family.help),
+            Kind::Histogram => {}
         }
-        let count = o.latency.count();
-        if count > 0 {
-            let labels = [("feature_flag.key", o.flag.clone()), ("stage", o.stage.to_owned())];
-            metrics::counter!("flagstone_latency_seconds_count", &labels).absolute(count);
-            // Whole microseconds: a counter holds integers.
-            let micros = u64::try_from(o.latency.sum.as_micros()).unwrap_or(u64::MAX);
-            metrics::counter!("flagstone_latency_microseconds_sum", &labels).absolute(micros);
+        for sample in family.samples {
+            let name = format!("{}{}", family.name, sample.suffix);
+            let labels: Vec<Label> =
+                sample.labels.into_iter().map(|(key, value)| Label::new(key, value)).collect();
+            match (family.kind, sample.value) {
+                (Kind::Counter | Kind::Histogram, Value::Count(n)) => {
+                    metrics::counter!(name, labels).absolute(n);
+                }
+                (_, Value::Count(n)) => metrics::gauge!(name, labels).set(n as f64),
+                (_, Value::Real(x)) => metrics::gauge!(name, labels).set(x),
+            }
         }
     }
 }

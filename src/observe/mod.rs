@@ -13,6 +13,11 @@
 //! - **Guards.** A flag's [`Guard`](crate::config::Guard) compares its
 //!   newest stage's error rate with the not-exposed group's, and steps the
 //!   stage back on this instance when it runs away ([`GuardTrip`]).
+//! - **Exports.** [`Metrics::to_prometheus`] (sent with
+//!   [`PROMETHEUS_CONTENT_TYPE`]) and, with feature `metrics`,
+//!   `export_to_metrics` write one set of series: the same names, labels
+//!   ([`FLAG_LABEL`], [`VARIANT_LABEL`]: OpenTelemetry's feature-flag
+//!   attributes) and units (seconds).
 //! - **Change events.** Every applied config, rollback and guard trip is a
 //!   [`StoreEvent`] with its [`diff`](crate::diff::diff), for listeners
 //!   given to [`FlagStore::on_event`] and, with the `tracing` feature, for
@@ -25,6 +30,7 @@
 pub(crate) mod counters;
 mod events;
 pub mod evidence;
+mod export;
 pub(crate) mod guard;
 mod metrics;
 #[cfg(feature = "metrics")]
@@ -38,6 +44,7 @@ pub use events::{
     ChangeCause, ConfigChange, ControlGroup, GuardMismatch, GuardStarved, GuardTrip, StoreEvent,
     TripCause,
 };
+pub use export::{FLAG_LABEL, PROMETHEUS_CONTENT_TYPE, VARIANT_LABEL};
 pub(crate) use metrics::latency_bucket;
 pub use metrics::{
     EvaluationCount, GuardEvidence, GuardTripCount, LATENCY_BOUNDS, LATENCY_BUCKETS, Latency,

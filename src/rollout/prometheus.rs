@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::controller::EvidenceSource;
 use super::decide::{FlagEvidence, StageEvidence};
+use crate::observe::FLAG_LABEL;
 use crate::observe::evidence::UnitRates;
 
 /// Reads the fleet's guard evidence from a Prometheus server.
@@ -78,12 +79,17 @@ impl Prometheus {
         let exposed = self.matchers(r#"group="exposed""#);
         [
             format!(
-                "sum by (__name__, flag, stage, group) ({})",
+                "sum by (__name__, feature_flag_key, stage, group) ({})",
                 self.matchers(r#"__name__=~"flagstone_guard_unit.*""#)
             ),
-            format!("max by (flag, stage) (time() - timestamp(flagstone_guard_units{exposed}))"),
-            format!("count by (flag, stage) (flagstone_guard_units{exposed})"),
-            format!("sum by (flag, stage) (flagstone_guard_stepped_back{})", self.matchers("")),
+            format!(
+                "max by (feature_flag_key, stage) (time() - timestamp(flagstone_guard_units{exposed}))"
+            ),
+            format!("count by (feature_flag_key, stage) (flagstone_guard_units{exposed})"),
+            format!(
+                "sum by (feature_flag_key, stage) (flagstone_guard_stepped_back{})",
+                self.matchers("")
+            ),
             format!("min(flagstone_config_version{})", self.matchers("")),
             format!("max(flagstone_config_version{})", self.matchers("")),
         ]
@@ -148,7 +154,7 @@ impl EvidenceSource for Prometheus {
             labels.get(name).cloned().unwrap_or_default()
         };
         for (labels, value) in self.query(&sums)? {
-            let (flag, stage) = (label(&labels, "flag"), label(&labels, "stage"));
+            let (flag, stage) = (label(&labels, FLAG_LABEL), label(&labels, "stage"));
             let entry = fleet.entry(flag).or_default().stages.entry(stage).or_default();
             let rates = if label(&labels, "group") == "exposed" {
                 &mut entry.exposed
@@ -169,7 +175,7 @@ impl EvidenceSource for Prometheus {
         }
         for (labels, value) in self.query(&trips)? {
             if value > 0.0 {
-                let flag = fleet.entry(label(&labels, "flag")).or_default();
+                let flag = fleet.entry(label(&labels, FLAG_LABEL)).or_default();
                 flag.trips.insert(label(&labels, "stage"), value as u64);
             }
         }
@@ -192,7 +198,7 @@ fn stage_of<'a>(
     fleet: &'a mut BTreeMap<String, FlagEvidence>,
     labels: &BTreeMap<String, String>,
 ) -> Option<&'a mut StageEvidence> {
-    fleet.get_mut(labels.get("flag")?)?.stages.get_mut(labels.get("stage")?)
+    fleet.get_mut(labels.get(FLAG_LABEL)?)?.stages.get_mut(labels.get("stage")?)
 }
 
 fn set(rates: &mut UnitRates, name: &str, value: f64) {

@@ -59,10 +59,10 @@ async fn the_axum_example_gates_routes_by_flag_and_follows_pushes() {
         let (status, metrics) = get(addr, "/metrics", &[]);
         assert_eq!(status, 200);
         assert!(
-            metrics.contains(r#"flagstone_outcomes_total{flag="new-checkout",stage="internal",outcome="success"} 1"#),
+            metrics.contains(r#"flagstone_outcomes_total{feature_flag_key="new-checkout",stage="internal",outcome="success"} 1"#),
             "{metrics}"
         );
-        let search_off = r#"flagstone_evaluations_total{flag="search-v2",stage="off",variant="",result="off"} "#;
+        let search_off = r#"flagstone_evaluations_total{feature_flag_key="search-v2",stage="off",feature_flag_result_variant="",result="off"} "#;
         assert!(metrics.lines().any(|l| l.starts_with(search_off)), "{metrics}");
     })
     .await;

@@ -57,19 +57,19 @@ fn every_evaluation_is_counted_by_stage_variant_and_result() {
 
     let text = m.to_prometheus();
     let lines = [
-        r#"flagstone_evaluations_total{flag="checkout",stage="internal",variant="",result="on"} 1"#
+        r#"flagstone_evaluations_total{feature_flag_key="checkout",stage="internal",feature_flag_result_variant="",result="on"} 1"#
             .to_owned(),
         format!(
-            r#"flagstone_evaluations_total{{flag="checkout",stage="internal",variant="{variant}",result="on"}} 1"#
+            r#"flagstone_evaluations_total{{feature_flag_key="checkout",stage="internal",feature_flag_result_variant="{variant}",result="on"}} 1"#
         ),
-        r#"flagstone_evaluations_total{flag="checkout",stage="excluded",variant="",result="off"} 1"#
+        r#"flagstone_evaluations_total{feature_flag_key="checkout",stage="excluded",feature_flag_result_variant="",result="off"} 1"#
             .to_owned(),
-        r#"flagstone_evaluations_total{flag="dark",stage="off",variant="",result="off"} 1"#
+        r#"flagstone_evaluations_total{feature_flag_key="dark",stage="off",feature_flag_result_variant="",result="off"} 1"#
             .to_owned(),
-        r#"flagstone_evaluations_total{flag="everyone",stage="on",variant="",result="on"} 1"#
+        r#"flagstone_evaluations_total{feature_flag_key="everyone",stage="on",feature_flag_result_variant="",result="on"} 1"#
             .to_owned(),
         format!(
-            r#"flagstone_evaluations_total{{flag="checkout",stage="not-exposed",variant="",result="off"}} {outside}"#
+            r#"flagstone_evaluations_total{{feature_flag_key="checkout",stage="not-exposed",feature_flag_result_variant="",result="off"}} {outside}"#
         ),
         "# TYPE flagstone_evaluations_total counter".to_owned(),
     ];
@@ -193,15 +193,15 @@ fn outcomes_are_attributed_to_the_group_the_context_falls_in() {
 
     let text = m.to_prometheus();
     for line in [
-        r#"flagstone_outcomes_total{flag="checkout",stage="internal",outcome="success"} 1"#,
-        r#"flagstone_outcomes_total{flag="checkout",stage="internal",outcome="error"} 1"#,
-        r#"flagstone_outcomes_total{flag="checkout",stage="not-exposed",outcome="error"} 1"#,
-        r#"flagstone_latency_seconds_bucket{flag="checkout",stage="internal",le="0.00025"} 1"#,
-        r#"flagstone_latency_seconds_bucket{flag="checkout",stage="internal",le="0.002"} 1"#,
-        r#"flagstone_latency_seconds_bucket{flag="checkout",stage="internal",le="0.004"} 2"#,
-        r#"flagstone_latency_seconds_bucket{flag="checkout",stage="internal",le="+Inf"} 2"#,
-        r#"flagstone_latency_seconds_sum{flag="checkout",stage="internal"} 0.0031"#,
-        r#"flagstone_latency_seconds_count{flag="checkout",stage="internal"} 2"#,
+        r#"flagstone_outcomes_total{feature_flag_key="checkout",stage="internal",outcome="success"} 1"#,
+        r#"flagstone_outcomes_total{feature_flag_key="checkout",stage="internal",outcome="error"} 1"#,
+        r#"flagstone_outcomes_total{feature_flag_key="checkout",stage="not-exposed",outcome="error"} 1"#,
+        r#"flagstone_latency_seconds_bucket{feature_flag_key="checkout",stage="internal",le="0.00025"} 1"#,
+        r#"flagstone_latency_seconds_bucket{feature_flag_key="checkout",stage="internal",le="0.002"} 1"#,
+        r#"flagstone_latency_seconds_bucket{feature_flag_key="checkout",stage="internal",le="0.004"} 2"#,
+        r#"flagstone_latency_seconds_bucket{feature_flag_key="checkout",stage="internal",le="+Inf"} 2"#,
+        r#"flagstone_latency_seconds_sum{feature_flag_key="checkout",stage="internal"} 0.0031"#,
+        r#"flagstone_latency_seconds_count{feature_flag_key="checkout",stage="internal"} 2"#,
         "# TYPE flagstone_latency_seconds histogram",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
@@ -466,44 +466,101 @@ fn a_guard_is_validated_with_paths() {
     );
 }
 
+/// One series of an export: its name, its labels (sorted), its value.
+#[cfg(feature = "metrics")]
+type Series = (String, Vec<(String, String)>, f64);
+
+/// The samples of a Prometheus text exposition, for comparing.
+#[cfg(feature = "metrics")]
+fn parse_prometheus(text: &str) -> Vec<Series> {
+    let mut series = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (head, value) = line.rsplit_once(' ').expect("name and value");
+        let (name, labels) = match head.split_once('{') {
+            Some((name, rest)) => (name, rest.strip_suffix('}').expect("closed")),
+            None => (head, ""),
+        };
+        let mut labels: Vec<(String, String)> = labels
+            .split("\",")
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once("=\"").expect("key=\"value");
+                (k.to_owned(), v.trim_end_matches('"').to_owned())
+            })
+            .collect();
+        labels.sort();
+        series.push((name.to_owned(), labels, value.parse().expect("a number")));
+    }
+    series.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    series
+}
+
+/// Issue 18, item 8: the `metrics`-crate export and the Prometheus text
+/// are one set of series: same names, same labels (OpenTelemetry's where
+/// one exists), same units, same values, guards and version included.
 #[cfg(feature = "metrics")]
 #[test]
-fn counts_export_to_the_metrics_crate_with_opentelemetry_names() {
+fn the_metrics_crate_and_the_prometheus_text_export_the_same_series() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
-    let store = FlagStore::from_json(RELEASE).expect("valid");
-    let ctx = Context::new().user("u-staff");
-    store.is_enabled("everyone", &ctx);
-    store.is_enabled("everyone", &ctx);
-    store.record("everyone", &ctx, Outcome::Error);
+    let (store, clock, _events) = guarded(100, "rollback_stage");
+    traffic(&store, &clock, 20_000, 5);
+    let ctx = Context::new().user("u-1");
+    store.record("checkout", &ctx, Outcome::Latency(Duration::from_micros(1_500)));
+    store.record("checkout", &ctx, Outcome::Latency(Duration::from_millis(9)));
+    let metrics = store.metrics();
+    assert!(!metrics.guard_trips().is_empty() && !metrics.stepped_back().is_empty());
+
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        flagstone::observe::export_to_metrics(&store.metrics());
-    });
-    let found: Vec<_> = snapshotter
+    metrics::with_local_recorder(&recorder, || flagstone::observe::export_to_metrics(&metrics));
+    let mut exported: Vec<Series> = snapshotter
         .snapshot()
         .into_vec()
         .into_iter()
-        .map(|(key, _, _, value)| (key.key().clone(), value))
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let mut labels: Vec<(String, String)> =
+                key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+            labels.sort();
+            let value = match value {
+                DebugValue::Counter(n) => n as f64,
+                DebugValue::Gauge(x) => x.into_inner(),
+                DebugValue::Histogram(_) => panic!("no histogram is exported"),
+            };
+            (key.name().to_owned(), labels, value)
+        })
         .collect();
-    let evaluations = found
-        .iter()
-        .find(|(k, _)| {
-            k.name() == "flagstone_evaluations_total"
-                && k.labels().any(|l| l.key() == "feature_flag.key" && l.value() == "everyone")
-        })
-        .expect("exported");
-    assert_eq!(evaluations.1, DebugValue::Counter(2));
-    assert!(evaluations.0.labels().any(|l| l.key() == "feature_flag.result.variant"));
-    let errors = found
-        .iter()
-        .find(|(k, _)| {
-            k.name() == "flagstone_outcomes_total"
-                && k.labels().any(|l| l.key() == "outcome" && l.value() == "error")
-        })
-        .expect("exported");
-    assert_eq!(errors.1, DebugValue::Counter(1));
+    exported.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+
+    let text = metrics.to_prometheus();
+    let scraped = parse_prometheus(&text);
+    assert_eq!(exported, scraped, "{text}");
+    for family in [
+        "flagstone_evaluations_total",
+        "flagstone_outcomes_total",
+        "flagstone_latency_seconds_bucket",
+        "flagstone_latency_seconds_sum",
+        "flagstone_guard_units",
+        "flagstone_guard_unit_error_rate_sum",
+        "flagstone_guard_trips_total",
+        "flagstone_guard_stepped_back",
+        "flagstone_config_version",
+    ] {
+        assert!(scraped.iter().any(|s| s.0 == family), "{family} missing:\n{text}");
+    }
+    let flag = flagstone::observe::FLAG_LABEL;
+    assert_eq!(flag, "feature_flag_key");
+    assert!(
+        scraped
+            .iter()
+            .all(|s| s.0 == "flagstone_config_version" || s.1.iter().any(|(k, _)| k == flag))
+    );
+    // Seconds, in both: 1.5 ms + 9 ms.
+    let sum =
+        scraped.iter().find(|s| s.0 == "flagstone_latency_seconds_sum").expect("a latency sum");
+    assert!((sum.2 - 0.0105).abs() < 1e-9, "{sum:?}");
+    assert_eq!(flagstone::PROMETHEUS_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
 }
 
 #[test]

@@ -126,7 +126,7 @@ fn overrides_count_under_their_own_stage_label_and_never_in_a_guard() {
     assert_eq!((guard.exposed.units, guard.control.units), (0, 0), "not a guard's evidence");
     let text = m.to_prometheus();
     assert!(
-        text.contains(r#"flagstone_evaluations_total{flag="v",stage="override",variant="treatment",result="on"} 100"#),
+        text.contains(r#"flagstone_evaluations_total{feature_flag_key="v",stage="override",feature_flag_result_variant="treatment",result="on"} 100"#),
         "{text}"
     );
 }

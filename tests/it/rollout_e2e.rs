@@ -113,7 +113,8 @@ fn serve(mut stream: TcpStream, store: &FlagStore, requests: &AtomicU64) {
     };
     let _ = write!(
         stream,
-        "HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        flagstone::PROMETHEUS_CONTENT_TYPE,
         body.len()
     );
 }

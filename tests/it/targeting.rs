@@ -448,7 +448,7 @@ fn a_stage_may_bucket_and_hand_out_variants_of_its_own() {
     // Counted under the stage and the variant it handed out.
     let text = store.metrics().to_prometheus();
     assert!(
-        text.contains(r#"flagstone_evaluations_total{flag="f",stage="staff",variant="internal",result="on"} 1"#),
+        text.contains(r#"flagstone_evaluations_total{feature_flag_key="f",stage="staff",feature_flag_result_variant="internal",result="on"} 1"#),
         "{text}"
     );
 }
