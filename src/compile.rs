@@ -17,6 +17,7 @@ use crate::clock::{Clock, parse_rfc3339_millis};
 use crate::config::{self, GuardAction};
 use crate::context::Context;
 use crate::eval::{Evaluation, Reason};
+use crate::migration::MigrationStep;
 use crate::observe::counters::{
     ERRORS, Group, LATENCY_BUCKET_0, LATENCY_SUM, Numbering, SUCCESSES, SeriesKey, Tables,
 };
@@ -89,6 +90,9 @@ pub(crate) struct Flag {
     pub(crate) requires: Box<[Prerequisite]>,
     /// The value when on, for a flag without variants.
     pub(crate) value: Option<&'static serde_json::Value>,
+    /// A data migration: stages are walked newest first (a context is at
+    /// the step of the last stage that exposes it).
+    pub(crate) migration: bool,
 }
 
 /// A prerequisite, resolved: the required flag's index in the snapshot,
@@ -175,6 +179,8 @@ pub(crate) struct Stage {
     pub(crate) variants: Option<Box<Variants>>,
     /// The position of its first evaluation cell in the flag's series.
     pub(crate) cells: u32,
+    /// The migration step of the contexts it exposes (a migration flag's).
+    pub(crate) step: MigrationStep,
 }
 
 #[derive(Clone, Debug)]
@@ -791,6 +797,23 @@ impl Compiled {
         }
     }
 
+    /// A looked-up flag's decision for `ctx` and the migration step it
+    /// puts the context at (an absent flag: unknown, `Off`), counted as an
+    /// evaluation.
+    #[inline]
+    pub(crate) fn migration(
+        &self,
+        found: Result<&Flag, u32>,
+        ctx: &Context<'_>,
+    ) -> (Reason<'static>, MigrationStep) {
+        let ev = self.evaluate(found, ctx);
+        let step = match found {
+            Ok(flag) => flag.step_of(ev.reason, &*self.clock),
+            Err(_) => MigrationStep::Off,
+        };
+        (ev.reason, step)
+    }
+
     /// Evaluates a looked-up flag for `ctx` in this snapshot (an absent flag
     /// is unknown), counted.
     #[inline]
@@ -820,9 +843,24 @@ impl Compiled {
     /// Counts an outcome in the group `ctx` falls in for `flag`.
     #[inline]
     pub(crate) fn record(&self, flag: &Flag, ctx: &Context<'_>, outcome: Outcome) {
+        if self.counters.is_none() {
+            return;
+        }
+        let reason = flag.decide(&self.flags, ctx, &*self.clock);
+        self.record_decided(flag, reason, ctx, outcome);
+    }
+
+    /// [`Compiled::record`] for a context whose decision is known.
+    #[inline]
+    pub(crate) fn record_decided(
+        &self,
+        flag: &Flag,
+        reason: Reason<'static>,
+        ctx: &Context<'_>,
+        outcome: Outcome,
+    ) {
         let Some(counters) = &self.counters else { return };
         let counters = &counters.outcomes;
-        let reason = flag.decide(&self.flags, ctx, &*self.clock);
         let block = match reason {
             Reason::Stage { index, .. } => flag.series.outcomes.get(1 + index).copied(),
             Reason::Override { .. } => flag.forced.as_ref().map(|f| f.block),
@@ -954,6 +992,11 @@ impl Flag {
                         cells,
                         variants: stage_variants,
                         own,
+                        step: if flag.migration {
+                            s.step.unwrap_or_default()
+                        } else {
+                            MigrationStep::Off
+                        },
                     };
                     let listed = stage.variants.as_deref().unwrap_or(&variants).len();
                     cells += 1 + u32::try_from(listed).unwrap_or(0);
@@ -1009,6 +1052,7 @@ impl Flag {
             // Resolved once every flag is compiled.
             requires: Box::default(),
             value: flag.value.as_ref().map(intern_value),
+            migration: flag.migration,
         }
     }
 

@@ -322,6 +322,11 @@ pub struct Flag {
     /// rollout`): its defaults, its pause switch and what it recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Box<Rollout>>,
+    /// A data migration ([`crate::migration`]): each stage carries a
+    /// `step`, and a context is at the step of the last stage in effect
+    /// that exposes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub migration: bool,
 }
 
 /// What the rollout controller (`flagstone rollout`, [`crate::rollout`])
@@ -432,6 +437,11 @@ pub struct Guard {
     /// above the control's times a ratio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyGuard>,
+    /// A migration flag's guard: trip when the share of compared reads of
+    /// the watched stage that disagree is credibly above this rate, in
+    /// `0..1` (such as 0.001).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mismatch_rate: Option<f64>,
     /// The confidence of a trip: a healthy stage trips with probability at
     /// most `1 - confidence` over a window (default 0.95).
     #[serde(default = "Guard::default_confidence")]
@@ -536,6 +546,11 @@ pub struct Stage {
     /// into it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub manual: bool,
+    /// The migration step of the contexts this stage exposes (a migration
+    /// flag's stages only): `dualwrite`, `shadow`, `live`, `rampdown` or
+    /// `complete`, never decreasing along the stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<crate::migration::MigrationStep>,
 }
 
 impl Stage {
@@ -886,6 +901,7 @@ impl Flag {
             requires: Vec::new(),
             guard: None,
             rollout: None,
+            migration: false,
         }
     }
 
@@ -1000,8 +1016,98 @@ impl Flag {
         }
         if let Some(guard) = &self.guard {
             guard.validate(&format!("{path}.guard"), !self.stages.is_empty(), problems);
+            if guard.max_mismatch_rate.is_some() && !self.migration {
+                problems.push(Problem::new(
+                    format!("{path}.guard.max_mismatch_rate"),
+                    "only a migration flag (\"migration\": true) compares reads",
+                ));
+            }
         }
         self.validate_rollout(path, problems);
+        self.validate_migration(path, problems);
+    }
+
+    /// A migration's stages: each has a step, steps never decrease, and
+    /// none reads the new store before a stage that dual-writes.
+    fn validate_migration(&self, path: &str, problems: &mut Problems) {
+        use crate::migration::MigrationStep;
+        if !self.migration {
+            for (i, stage) in self.stages.iter().enumerate() {
+                if stage.step.is_some() {
+                    problems.push(Problem::new(
+                        format!("{path}.stages[{i}].step"),
+                        "only a migration flag's stages have a step: set \"migration\": true",
+                    ));
+                }
+            }
+            return;
+        }
+        if self.stages.is_empty() {
+            problems.push(Problem::new(
+                format!("{path}.migration"),
+                "a migration needs stages, each with its step",
+            ));
+        }
+        if !self.variants.is_empty() {
+            problems.push(Problem::new(
+                format!("{path}.variants"),
+                "a migration flag hands out steps, not variants",
+            ));
+        }
+        let mut before: Option<(usize, MigrationStep)> = None;
+        let mut dual_written = false;
+        for (i, stage) in self.stages.iter().enumerate() {
+            let at = format!("{path}.stages[{i}].step");
+            if !stage.variants.is_empty() {
+                problems.push(Problem::new(
+                    format!("{path}.stages[{i}].variants"),
+                    "a migration flag hands out steps, not variants",
+                ));
+            }
+            let Some(step) = stage.step else {
+                problems.push(Problem::new(
+                    at,
+                    "missing: a migration flag's stages each name their step \
+                     (dualwrite, shadow, live, rampdown or complete)",
+                ));
+                continue;
+            };
+            if step == MigrationStep::Off {
+                problems.push(Problem::new(
+                    at,
+                    "\"off\" is no stage's step: a context no stage exposes is at off",
+                ));
+                continue;
+            }
+            if let Some((j, earlier)) = before
+                && step < earlier
+            {
+                problems.push(Problem::new(
+                    at,
+                    format!(
+                        "{step} comes after {earlier} (stages[{j}]): steps never decrease \
+                         along the stages (a context is at the step of the last stage that \
+                         exposes it)"
+                    ),
+                ));
+                continue;
+            }
+            let reads_new = matches!(
+                step,
+                MigrationStep::Shadow | MigrationStep::Live | MigrationStep::RampDown
+            );
+            if reads_new && !dual_written {
+                problems.push(Problem::new(
+                    at,
+                    format!(
+                        "{step} with no dualwrite stage before it: the new store would be \
+                         read before it got the writes (add a dualwrite stage first)"
+                    ),
+                ));
+            }
+            dual_written |= step == MigrationStep::DualWrite;
+            before = Some((i, step));
+        }
     }
 
     fn validate_rollout(&self, path: &str, problems: &mut Problems) {
@@ -1067,10 +1173,20 @@ impl Guard {
         if self.max_error_ratio.is_none()
             && self.max_error_increase.is_none()
             && self.latency.is_none()
+            && self.max_mismatch_rate.is_none()
         {
             problems.push(Problem::new(
                 path,
-                "a guard needs something to watch: max_error_ratio, max_error_increase or latency",
+                "a guard needs something to watch: max_error_ratio, max_error_increase, \
+                 latency or max_mismatch_rate",
+            ));
+        }
+        if let Some(rate) = self.max_mismatch_rate
+            && !(rate > 0.0 && rate < 1.0)
+        {
+            problems.push(Problem::new(
+                at("max_mismatch_rate"),
+                format!("{rate} is not a rate between 0 and 1"),
             ));
         }
         if let Some(ratio) = self.max_error_ratio

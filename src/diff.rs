@@ -137,6 +137,20 @@ pub enum ChangeKind {
         /// What changed, in words.
         detail: String,
     },
+    /// A data migration's stage changed its contexts' step
+    /// ([`crate::migration`]): it entered effect (`from` is `off`), left
+    /// it (`to` is `None`: its contexts fall to an earlier stage's step,
+    /// or to `off`), or its step changed. Entering `complete` is not
+    /// reversible for data: the old store gets no more of those contexts'
+    /// writes.
+    MigrationStepChanged {
+        /// The stage.
+        stage: String,
+        /// Its contexts' step before.
+        from: crate::MigrationStep,
+        /// Their step after; `None` when the stage leaves effect.
+        to: Option<crate::MigrationStep>,
+    },
     /// A new cohort.
     CohortAdded {
         /// Its name.
@@ -194,6 +208,15 @@ impl std::fmt::Display for ChangeKind {
             }
             ChangeKind::GuardChanged { detail } | ChangeKind::RolloutChanged { detail } => {
                 f.write_str(detail)
+            }
+            ChangeKind::MigrationStepChanged { stage, from, to: Some(to) } => {
+                write!(f, "stage {stage}: migration step {from} -> {to}")
+            }
+            ChangeKind::MigrationStepChanged { stage, from, to: None } => {
+                write!(
+                    f,
+                    "stage {stage}: leaves migration step {from} (back to an earlier stage's)"
+                )
             }
             ChangeKind::CohortAdded { cohort } => write!(f, "cohort {cohort} added"),
             ChangeKind::CohortRemoved { cohort } => write!(f, "cohort {cohort} removed"),
@@ -716,6 +739,78 @@ fn flag_changes(key: &str, old: &Flag, new: &Flag, changes: &mut Vec<Change>) {
         }
         if !parts.is_empty() {
             changes.push(change(ChangeKind::RolloutChanged { detail: parts.join("; ") }));
+        }
+    }
+    migration_changes(key, old, new, changes);
+}
+
+/// A migration flag's stages in effect, with their steps (none when the
+/// kill switch is set: every context is at `off`).
+fn steps_in_effect(flag: &Flag) -> Vec<(&str, crate::MigrationStep)> {
+    if !flag.migration || !flag.enabled {
+        return Vec::new();
+    }
+    let current = flag.current_stage().map_or(0, |c| c + 1);
+    flag.stages
+        .iter()
+        .take(current)
+        .map(|s| (s.name.as_str(), s.step.unwrap_or_default()))
+        .collect()
+}
+
+/// Each stage whose contexts change step, classified for data.
+fn migration_changes(key: &str, old: &Flag, new: &Flag, changes: &mut Vec<Change>) {
+    use crate::MigrationStep;
+    let (before, after) = (steps_in_effect(old), steps_in_effect(new));
+    let step_before =
+        |name: &str| before.iter().find(|(n, _)| *n == name).map_or(MigrationStep::Off, |s| s.1);
+    let mut push = |stage: &str, from: MigrationStep, to: Option<MigrationStep>| {
+        let lands = to.unwrap_or(MigrationStep::Off);
+        let (reversible, warning) = if lands == MigrationStep::Complete {
+            (
+                false,
+                Some(format!(
+                    "{key:?}: stage {stage:?} moves its contexts to complete: the old store gets \
+                     none of their writes from now on, so stepping back later reads an old store \
+                     that missed writes (irreversible for data)"
+                )),
+            )
+        } else if from == MigrationStep::Complete {
+            (
+                false,
+                Some(format!(
+                    "{key:?}: stage {stage:?} steps its contexts back out of complete: the old \
+                     store missed every write they made at complete; copy those rows back \
+                     before the old store is read"
+                )),
+            )
+        } else if to.is_none() && from.writes_new() && !after.iter().any(|(_, s)| s.writes_new()) {
+            (
+                true,
+                Some(format!(
+                    "{key:?}: no stage writes the new store any more: it misses writes from now \
+                     on, so copy them before moving forward again"
+                )),
+            )
+        } else {
+            (true, None)
+        };
+        changes.push(Change {
+            flag: Some(key.to_owned()),
+            kind: ChangeKind::MigrationStepChanged { stage: stage.to_owned(), from, to },
+            reversible,
+            warning,
+        });
+    };
+    for &(name, step) in &after {
+        let was = step_before(name);
+        if was != step {
+            push(name, was, Some(step));
+        }
+    }
+    for &(name, step) in &before {
+        if !after.iter().any(|(n, _)| *n == name) {
+            push(name, step, None);
         }
     }
 }

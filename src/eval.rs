@@ -11,6 +11,7 @@ use crate::bucket::bucket_seeded;
 use crate::clock::Clock;
 use crate::compile::{Cohort, Flag, Hashing, NO_PERCENT, NO_START, NameSet, Shortcut, Variants};
 use crate::context::Context;
+use crate::migration::MigrationStep;
 
 /// The result of evaluating a flag for a context.
 ///
@@ -107,6 +108,22 @@ impl Reason<'_> {
             Reason::Prerequisite { .. } => "prerequisite",
             Reason::Override { .. } => "override",
         }
+    }
+}
+
+/// [`Reason::label`], for a decision whose names live for the program.
+#[inline]
+pub(crate) fn label_of(reason: Reason<'static>) -> &'static str {
+    match reason {
+        Reason::Stage { name, .. } => name,
+        Reason::UnknownFlag => "unknown",
+        Reason::KillSwitch => "off",
+        Reason::Excluded { .. } => "excluded",
+        Reason::Enabled => "on",
+        Reason::NotExposed => "not-exposed",
+        Reason::HeldBack { .. } => "held-back",
+        Reason::Prerequisite { .. } => "prerequisite",
+        Reason::Override { .. } => "override",
     }
 }
 
@@ -228,37 +245,30 @@ impl Flag {
         let unit = self.unit_of(ctx);
         let mut bucket = None;
         let mut now = None;
-        for (index, stage) in stages.iter().enumerate() {
-            if !stage.cohorts.is_empty() && !stage.cohorts.iter().any(|c| c.matches(ctx)) {
-                trace.stage(index, StageVerdict::NotInAudience);
-                continue;
-            }
-            if stage.threshold != NO_PERCENT {
-                // Fail closed: a context without the unit is in no percentage.
-                let b = match stage.own.as_deref() {
-                    None => unit.map(|unit| *bucket.get_or_insert_with(|| self.bucket_of(unit))),
-                    Some(own) => own.unit.of(ctx).map(|unit| own.bucket(unit)),
-                };
-                let Some(b) = b else {
-                    trace.stage(index, StageVerdict::NoUnit);
-                    continue;
-                };
-                if b >= stage.threshold {
-                    trace.stage(index, StageVerdict::OutsidePercent);
+        if self.migration {
+            // The last stage that exposes the context decides its step; a
+            // context held back from the newest stage falls to the next.
+            let mut held = None;
+            for (index, stage) in stages.iter().enumerate().rev() {
+                if !self.stage_admits(index, stage, ctx, clock, unit, &mut bucket, &mut now, trace)
+                {
                     continue;
                 }
+                if held.is_none() && self.holds_back(stages, index, clock, unit, &mut now) {
+                    trace.stage(index, StageVerdict::HeldBack);
+                    held = Some(stage.name);
+                    continue;
+                }
+                trace.stage(index, StageVerdict::Matched);
+                return Reason::Stage { index, name: stage.name };
             }
-            if stage.start_at != NO_START
-                && *now.get_or_insert_with(|| clock.now_millis()) < stage.start_at
-            {
-                trace.stage(index, StageVerdict::NotStarted);
+            return held.map_or(Reason::NotExposed, |stage| Reason::HeldBack { stage });
+        }
+        for (index, stage) in stages.iter().enumerate() {
+            if !self.stage_admits(index, stage, ctx, clock, unit, &mut bucket, &mut now, trace) {
                 continue;
             }
-            if let Some(holdback) = &self.holdback
-                && let Some(unit) = unit
-                && self.newest_in_effect(stages, clock, &mut now) == Some(index)
-                && bucket_seeded(holdback.seed, unit) < holdback.threshold
-            {
+            if self.holds_back(stages, index, clock, unit, &mut now) {
                 trace.stage(index, StageVerdict::HeldBack);
                 return Reason::HeldBack { stage: stage.name };
             }
@@ -266,6 +276,88 @@ impl Flag {
             return Reason::Stage { index, name: stage.name };
         }
         Reason::NotExposed
+    }
+
+    /// Whether stage `index` takes the context in: its audience, its
+    /// percentage, its start. Tells `trace` why not.
+    #[inline]
+    #[allow(clippy::too_many_arguments)] // the walk's lazily computed state
+    fn stage_admits<T: Trace>(
+        &self,
+        index: usize,
+        stage: &crate::compile::Stage,
+        ctx: &Context<'_>,
+        clock: &dyn Clock,
+        unit: Option<&str>,
+        bucket: &mut Option<u32>,
+        now: &mut Option<i64>,
+        trace: &mut T,
+    ) -> bool {
+        if !stage.cohorts.is_empty() && !stage.cohorts.iter().any(|c| c.matches(ctx)) {
+            trace.stage(index, StageVerdict::NotInAudience);
+            return false;
+        }
+        if stage.threshold != NO_PERCENT {
+            // Fail closed: a context without the unit is in no percentage.
+            let b = match stage.own.as_deref() {
+                None => unit.map(|unit| *bucket.get_or_insert_with(|| self.bucket_of(unit))),
+                Some(own) => own.unit.of(ctx).map(|unit| own.bucket(unit)),
+            };
+            let Some(b) = b else {
+                trace.stage(index, StageVerdict::NoUnit);
+                return false;
+            };
+            if b >= stage.threshold {
+                trace.stage(index, StageVerdict::OutsidePercent);
+                return false;
+            }
+        }
+        if stage.start_at != NO_START
+            && *now.get_or_insert_with(|| clock.now_millis()) < stage.start_at
+        {
+            trace.stage(index, StageVerdict::NotStarted);
+            return false;
+        }
+        true
+    }
+
+    /// Whether a context stage `index` admits is held back: the stage is
+    /// the newest in effect and the unit falls in the guard's holdback.
+    #[inline]
+    fn holds_back(
+        &self,
+        stages: &[crate::compile::Stage],
+        index: usize,
+        clock: &dyn Clock,
+        unit: Option<&str>,
+        now: &mut Option<i64>,
+    ) -> bool {
+        if let Some(holdback) = &self.holdback
+            && let Some(unit) = unit
+            && self.newest_in_effect(stages, clock, now) == Some(index)
+            && bucket_seeded(holdback.seed, unit) < holdback.threshold
+        {
+            return true;
+        }
+        false
+    }
+
+    /// The migration step a decision puts a context at: the step of the
+    /// stage that exposed it, `Off` for any other reason. An override on
+    /// puts it at the newest stage's step.
+    #[inline]
+    pub(crate) fn step_of(&self, reason: Reason<'_>, clock: &dyn Clock) -> MigrationStep {
+        let Some(stages) = self.stages.as_deref().filter(|_| self.migration) else {
+            return MigrationStep::Off;
+        };
+        match reason {
+            Reason::Stage { index, .. } => stages.get(index).map_or(MigrationStep::Off, |s| s.step),
+            Reason::Override { enabled: true } => self
+                .newest_in_effect(stages, clock, &mut None)
+                .and_then(|i| stages.get(i))
+                .map_or(MigrationStep::Off, |s| s.step),
+            _ => MigrationStep::Off,
+        }
     }
 
     /// The newest stage in effect: the last one whose `start_at` has come

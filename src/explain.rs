@@ -69,6 +69,11 @@ pub struct Explanation {
     pub value: Option<serde_json::Value>,
     /// Every stage, in order, with its verdict.
     pub stages: Vec<StageCheck>,
+    /// A migration flag's step for the context ([`crate::migration`]);
+    /// `None` for other flags.
+    pub step: Option<crate::MigrationStep>,
+    /// Why the context is at that step, in words.
+    pub step_reason: Option<String>,
 }
 
 /// Whether a context is in a cohort.
@@ -157,6 +162,8 @@ impl Compiled {
             prerequisites: Vec::new(),
             value: None,
             stages: Vec::new(),
+            step: None,
+            step_reason: None,
         };
         let Some(flag) = self.by_name(key) else {
             let ev = crate::Evaluation::UNKNOWN;
@@ -197,6 +204,20 @@ impl Compiled {
             .collect();
         why.value = ev.value.cloned();
         why.stages = stage_checks(flag, ctx, &recorder);
+        if flag.migration {
+            let step = flag.step_of(ev.reason, &*self.clock);
+            why.step = Some(step);
+            why.step_reason = Some(match ev.reason {
+                crate::Reason::Stage { index, name } => format!(
+                    "stage {name:?} (#{index}) is the last stage in effect that exposes the \
+                     context, and its step is {step}"
+                ),
+                crate::Reason::Override { enabled: true } => {
+                    format!("overridden on locally: the newest stage's step, {step}")
+                }
+                reason => format!("{reason}: a context no stage exposes is at off"),
+            });
+        }
         why
     }
 }

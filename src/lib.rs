@@ -104,6 +104,7 @@ mod explain;
 pub mod import;
 pub mod integrations;
 pub mod lint;
+pub mod migration;
 pub mod observe;
 pub mod publish;
 mod retained;
@@ -123,6 +124,7 @@ pub use context::{Context, ContextBuf, INLINE_ATTRIBUTES};
 pub use error::{Error, ErrorKind, MAX_PROBLEMS, Problem};
 pub use eval::{Evaluation, Reason, StageVerdict};
 pub use explain::{CohortCheck, Explanation, PrerequisiteCheck, StageCheck};
+pub use migration::MigrationStep;
 pub use observe::{Metrics, Outcome, PROMETHEUS_CONTENT_TYPE, StoreEvent};
 pub use source::{
     Origin, Refreshed, Serving, SettingProblem, SignatureRefused, SourceError, UpdateError,

@@ -20,6 +20,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::eval::Evaluation;
 use crate::explain::Explanation;
+use crate::migration::MigrationStep;
 use crate::observe::guard::Report;
 use crate::observe::{
     ChangeCause, ConfigChange, GuardTrip, Listener, Metrics, Observe, Outcome, StoreEvent, emit,
@@ -114,6 +115,8 @@ struct Writer {
     /// Whether guards run on a background thread (or only when
     /// [`FlagStore::check_guards`] is called).
     guard_thread: bool,
+    /// The counts of the store's migrators, while they live.
+    migrations: Vec<std::sync::Weak<crate::migration::MigrationCounts>>,
 }
 
 /// A local answer for a flag that beats the pushed config, set with
@@ -174,6 +177,7 @@ impl FlagStore {
             observe: Observe::new(),
             overrides: BTreeMap::new(),
             guard_thread: true,
+            migrations: Vec::new(),
         };
         let empty = Compiled::empty(id, writer.clock.clone());
         let shared = Shared {
@@ -540,7 +544,21 @@ impl FlagStore {
         {
             metrics.stepped_back = stepped_back(serving);
         }
+        writer.migrations.retain(|m| m.strong_count() > 0);
+        for counts in writer.migrations.iter().filter_map(std::sync::Weak::upgrade) {
+            counts.read_into(&mut metrics.migrations);
+        }
         metrics
+            .migrations
+            .sort_by(|a, b| (&a.flag, a.stage, a.step).cmp(&(&b.flag, b.stage, b.step)));
+        metrics
+    }
+
+    /// Lists a migrator's counts for [`FlagStore::metrics`].
+    pub(crate) fn register_migration(&self, counts: &Arc<crate::migration::MigrationCounts>) {
+        let mut writer = self.writer();
+        writer.migrations.retain(|m| m.strong_count() > 0);
+        writer.migrations.push(Arc::downgrade(counts));
     }
 
     /// The counts added since the previous call of `metrics_delta` (since
@@ -571,6 +589,33 @@ impl FlagStore {
     pub fn evaluate(&self, flag: &str, ctx: &Context<'_>) -> Evaluation<'_> {
         let current = self.shared.current.load();
         current.evaluate(current.lookup(flag), ctx)
+    }
+
+    /// The migration step `ctx` is at for the migration flag `flag`
+    /// ([`crate::migration`]): the step of the last stage in effect that
+    /// exposes it; [`MigrationStep::Off`] when none does, and for a flag
+    /// that is off, unknown or not a migration. Counted as an evaluation;
+    /// does not allocate, lock or wait.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use flagstone::{Context, FlagStore, MigrationStep};
+    ///
+    /// let store = FlagStore::from_json(r#"{ "version": 1,
+    ///   "cohorts": { "internal": { "tenants": ["acme"] } },
+    ///   "flags": { "users-split": { "enabled": true, "migration": true, "bucket_by": "tenant",
+    ///     "stages": [ { "name": "everyone", "step": "dualwrite" },
+    ///                 { "name": "internal", "cohorts": ["internal"], "step": "live" } ],
+    ///     "stage": "internal" } } }"#)?;
+    /// assert_eq!(store.migration_step("users-split", &Context::new().tenant("acme")), MigrationStep::Live);
+    /// assert_eq!(store.migration_step("users-split", &Context::new().tenant("t-9")), MigrationStep::DualWrite);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn migration_step(&self, flag: &str, ctx: &Context<'_>) -> MigrationStep {
+        let current = self.shared.current.load();
+        current.migration(current.lookup(flag), ctx).1
     }
 
     /// The variant of `flag` for `ctx`: `None` unless the context is exposed
@@ -983,6 +1028,13 @@ impl Snapshot {
         self.evaluate(flag, ctx).variant
     }
 
+    /// The migration step of `ctx` for `flag` in this snapshot, as
+    /// [`FlagStore::migration_step`].
+    #[inline]
+    pub fn migration_step(&self, flag: &str, ctx: &Context<'_>) -> MigrationStep {
+        self.compiled.migration(self.compiled.lookup(flag), ctx).1
+    }
+
     /// The flag's value for `ctx` as a boolean: its variant's value (or
     /// the flag's) when on and a JSON boolean, else `default`.
     #[inline]
@@ -1127,6 +1179,22 @@ impl FlagHandle {
         self.evaluate(ctx).variant
     }
 
+    /// The migration step of `ctx`, as [`FlagStore::migration_step`].
+    #[inline]
+    pub fn migration_step(&self, ctx: &Context<'_>) -> MigrationStep {
+        let current = self.shared.current.load();
+        current.migration(self.flag_in(&current), ctx).1
+    }
+
+    /// A migrator's decision for `ctx`: the snapshot it was taken in (so
+    /// outcomes count against the config that decided), the reason and
+    /// the step.
+    pub(crate) fn migration_decision(&self, ctx: &Context<'_>) -> MigrationDecision {
+        let compiled = self.shared.current.load_full();
+        let (reason, step) = compiled.migration(self.flag_in(&compiled), ctx);
+        MigrationDecision { compiled, reason, step }
+    }
+
     /// The flag's value for `ctx` as a boolean (see [`FlagStore::bool_value`]).
     #[inline]
     pub fn bool_value(&self, ctx: &Context<'_>, default: bool) -> bool {
@@ -1200,6 +1268,41 @@ impl FlagHandle {
             compiled.lookup_slot(self.slot.slot)
         } else {
             compiled.lookup(&self.slot.key)
+        }
+    }
+}
+
+/// What a [`Migrator`](crate::migration::Migrator) decided for one
+/// operation, and where to count what came of it.
+pub(crate) struct MigrationDecision {
+    compiled: Arc<Compiled>,
+    pub(crate) reason: crate::Reason<'static>,
+    pub(crate) step: MigrationStep,
+}
+
+impl MigrationDecision {
+    /// The metrics label of the group the context fell in: the stage's
+    /// name, or `not-exposed`, `off`, `held-back`, ...
+    pub(crate) fn stage(&self) -> &'static str {
+        crate::eval::label_of(self.reason)
+    }
+
+    /// Counts the operation's outcome for the flag, in the decided group
+    /// (and, for the watched stage, in its guard's evidence).
+    pub(crate) fn record(&self, handle: &FlagHandle, ctx: &Context<'_>, outcome: Outcome) {
+        if let Ok(flag) = handle.flag_in(&self.compiled) {
+            self.compiled.record_decided(flag, self.reason, ctx, outcome);
+        }
+    }
+
+    /// Counts a compared read in the guard's mismatch evidence, when the
+    /// context is in the stage the guard watches.
+    pub(crate) fn record_comparison(&self, handle: &FlagHandle, mismatched: bool) {
+        let Ok(flag) = handle.flag_in(&self.compiled) else { return };
+        if let (Some(guard), crate::Reason::Stage { index, .. }) = (&flag.guard, self.reason)
+            && guard.watching() == Some(index)
+        {
+            guard.record_comparison(mismatched);
         }
     }
 }

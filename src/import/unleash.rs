@@ -430,6 +430,7 @@ impl<'d> Importer<'d> {
             requires,
             guard: None,
             rollout: None,
+            migration: false,
         };
         self.flags.insert(name.to_owned(), flag);
     }
@@ -476,6 +477,7 @@ impl<'d> Importer<'d> {
             hold: None,
             windows: Vec::new(),
             manual: false,
+            step: None,
         };
         if let Some(segment) = shape.segment {
             stage.cohorts.push(segment);
@@ -837,6 +839,7 @@ fn never_stage(name: &str) -> Stage {
         hold: None,
         windows: Vec::new(),
         manual: false,
+        step: None,
     }
 }
 

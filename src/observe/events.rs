@@ -115,6 +115,13 @@ pub enum TripCause {
         /// The ratio.
         max_ratio: f64,
     },
+    /// A migration's compared reads disagreed more often than this rate
+    /// (the trip's `exposed_value` is the rate seen over `exposed_units`
+    /// comparisons).
+    Mismatches {
+        /// The guard's `max_mismatch_rate`.
+        max_rate: f64,
+    },
 }
 
 /// What a guard compares the newest stage with.
@@ -172,6 +179,15 @@ impl fmt::Display for GuardTrip {
                 self.exposed_units,
                 self.control_value * 100.0,
                 self.control_units,
+            )?,
+            TripCause::Mismatches { max_rate } => write!(
+                f,
+                "guard tripped on flag {:?} stage {:?}: {:.3}% of {} compared reads mismatched, over the {:.3}% allowed with {confidence}% confidence; ",
+                self.flag,
+                self.stage,
+                self.exposed_value * 100.0,
+                self.exposed_units,
+                max_rate * 100.0,
             )?,
         }
         match (self.action, &self.now_serving) {

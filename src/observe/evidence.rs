@@ -509,6 +509,65 @@ pub fn sample_ratio_mismatch(exposed_units: u64, control_units: u64, expected: f
     }
 }
 
+/// What the mismatch test found: the share of compared reads that
+/// disagreed, against the most a guard allows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct MismatchTest {
+    /// Mismatches over comparisons.
+    pub rate: f64,
+    /// The log of the test's likelihood ratio against a rate of at most
+    /// the allowed one.
+    pub log_likelihood_ratio: f64,
+    /// Whether the rate is credibly above the allowed one.
+    pub regressed: bool,
+}
+
+/// Whether `mismatches` of `comparisons` put a stage's mismatch rate
+/// credibly above `max_rate`: a one-sample sequential test, anytime-valid
+/// at `1 - confidence`. Its statistic is a uniform mixture of likelihood
+/// ratios for rates `max_rate * 2^(j/2)` (j = 1, 2, ... below 1) against
+/// `max_rate`: each is a supermartingale whenever the true rate is at most
+/// `max_rate`, so their mixture is too, and by Ville's inequality it
+/// passes `1 / (1 - confidence)` with probability at most
+/// `1 - confidence`, however often it is looked at. Fewer than
+/// `min_comparisons` comparisons decide nothing.
+pub fn mismatch_test(
+    comparisons: u64,
+    mismatches: u64,
+    max_rate: f64,
+    confidence: f64,
+    min_comparisons: u64,
+) -> MismatchTest {
+    let n = comparisons as f64;
+    let k = mismatches.min(comparisons) as f64;
+    let rate = if comparisons == 0 { 0.0 } else { k / n };
+    let p0 = max_rate.clamp(1e-12, 1.0 - 1e-9);
+    let mut terms = Vec::with_capacity(80);
+    let mut j = 1;
+    loop {
+        let p = p0 * 2f64.powf(f64::from(j) / 2.0);
+        if p >= 1.0 || j > 80 {
+            break;
+        }
+        terms.push(k * (p / p0).ln() + (n - k) * ((1.0 - p) / (1.0 - p0)).ln());
+        j += 1;
+    }
+    // log of the mean of exp(terms), stably.
+    let top = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let log_likelihood_ratio = if terms.is_empty() {
+        f64::NEG_INFINITY
+    } else {
+        top + (terms.iter().map(|t| (t - top).exp()).sum::<f64>() / terms.len() as f64).ln()
+    };
+    let threshold = (1.0 / (1.0 - confidence).max(1e-12)).ln();
+    MismatchTest {
+        rate,
+        log_likelihood_ratio,
+        regressed: comparisons >= min_comparisons && log_likelihood_ratio >= threshold,
+    }
+}
+
 fn ln_beta(a: f64, b: f64) -> f64 {
     ln_gamma(a) + ln_gamma(b) - ln_gamma(a + b)
 }
@@ -546,6 +605,35 @@ pub const BUCKETS: usize = LATENCY_BUCKETS;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mismatch_test_trips_on_a_bad_rate_and_rarely_on_a_good_one() {
+        // 1% mismatching against an allowed 0.1%: credible within 2,000.
+        assert!(mismatch_test(2_000, 20, 0.001, 0.95, 100).regressed);
+        // At the allowed rate: no trip.
+        assert!(!mismatch_test(100_000, 100, 0.001, 0.95, 100).regressed);
+        // Too few comparisons decide nothing.
+        assert!(!mismatch_test(50, 50, 0.001, 0.95, 100).regressed);
+        // Anytime-valid: healthy streams (rate at the limit) looked at after
+        // every comparison trip at most about 5% of the time.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut tripped = 0;
+        for _ in 0..200 {
+            let (mut n, mut k) = (0u64, 0u64);
+            for _ in 0..5_000 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                n += 1;
+                k += u64::from(((state >> 11) as f64 / (1u64 << 53) as f64) < 0.01);
+                if n % 25 == 0 && mismatch_test(n, k, 0.01, 0.95, 100).regressed {
+                    tripped += 1;
+                    break;
+                }
+            }
+        }
+        assert!(tripped <= 20, "{tripped} of 200 healthy streams tripped");
+    }
 
     #[test]
     fn ln_gamma_matches_factorials() {

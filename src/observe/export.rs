@@ -6,8 +6,8 @@
 //! Labels follow OpenTelemetry's feature-flag attributes where one exists,
 //! in the form OpenTelemetry's Prometheus exporters give them
 //! (`feature_flag.key` → [`FLAG_LABEL`], `feature_flag.result.variant` →
-//! [`VARIANT_LABEL`]); `stage`, `result`, `outcome`, `group` and `le` are
-//! flagstone's own. Durations are in seconds, as both conventions want.
+//! [`VARIANT_LABEL`]); `stage`, `result`, `outcome`, `group`, `step`,
+//! `origin`, `operation` and `le` are flagstone's own. Durations are in seconds, as both conventions want.
 
 use std::fmt::Write as _;
 
@@ -193,6 +193,70 @@ impl Metrics {
         for s in &self.stepped_back {
             stepped_back.push("", flag_stage(&s.flag, &s.stage), Value::Count(1));
         }
+        let mut operations = Family::new(
+            "flagstone_migration_operations_total",
+            Kind::Counter,
+            "Migration reads and writes by flag, stage, step, origin (old or new store) and operation.",
+        );
+        let mut operation_errors = Family::new(
+            "flagstone_migration_errors_total",
+            Kind::Counter,
+            "Migration reads and writes that returned an error, by flag, stage, step, origin and operation.",
+        );
+        let mut operation_latency = Family::new(
+            "flagstone_migration_latency_seconds",
+            Kind::Histogram,
+            "Migration read and write latency by flag, stage, step, origin and operation.",
+        );
+        let mut comparisons = Family::new(
+            "flagstone_migration_comparisons_total",
+            Kind::Counter,
+            "Migration reads of both stores compared, by flag, stage and step.",
+        );
+        let mut mismatches = Family::new(
+            "flagstone_migration_mismatches_total",
+            Kind::Counter,
+            "Compared migration reads that disagreed, by flag, stage and step.",
+        );
+        for m in &self.migrations {
+            let base = || {
+                let mut labels = flag_stage(&m.flag, m.stage);
+                labels.push(("step", m.step.as_str().to_owned()));
+                labels
+            };
+            for origin in [crate::migration::Origin::Old, crate::migration::Origin::New] {
+                let side = m.origin(origin);
+                for (operation, count) in [("read", &side.reads), ("write", &side.writes)] {
+                    if count.calls == 0 {
+                        continue;
+                    }
+                    let mut labels = base();
+                    labels.push(("origin", origin.as_str().to_owned()));
+                    labels.push(("operation", operation.to_owned()));
+                    operations.push("", labels.clone(), Value::Count(count.calls));
+                    operation_errors.push("", labels.clone(), Value::Count(count.errors));
+                    let mut cumulative = 0u64;
+                    for (i, n) in count.latency.buckets.iter().enumerate() {
+                        cumulative += n;
+                        let le = match LATENCY_BOUNDS.get(i) {
+                            Some(bound) => bound.as_secs_f64().to_string(),
+                            None => "+Inf".to_owned(),
+                        };
+                        let mut bucket = labels.clone();
+                        bucket.push(("le", le));
+                        operation_latency.push("_bucket", bucket, Value::Count(cumulative));
+                    }
+                    let sum = Value::Real(count.latency.sum.as_secs_f64());
+                    operation_latency.push("_sum", labels.clone(), sum);
+                    operation_latency.push("_count", labels, Value::Count(cumulative));
+                }
+            }
+            if m.comparisons > 0 {
+                comparisons.push("", base(), Value::Count(m.comparisons));
+                mismatches.push("", base(), Value::Count(m.mismatches));
+            }
+        }
+
         let mut version = Family::new(
             "flagstone_config_version",
             Kind::Gauge,
@@ -213,6 +277,11 @@ impl Metrics {
             unit_outcomes,
             trips,
             stepped_back,
+            operations,
+            operation_errors,
+            operation_latency,
+            comparisons,
+            mismatches,
             version,
         ]
         .into_iter()

@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use super::counters::{Counters, LATENCY_BUCKET_0};
 use super::events::{ControlGroup, GuardMismatch, GuardStarved, GuardTrip, TripCause};
 use super::evidence::{
-    ErrorRule, ErrorTest, LatencyTest, MIN_UNIT_OUTCOMES, UnitRates, sample_ratio_mismatch,
+    ErrorRule, ErrorTest, LatencyTest, MIN_UNIT_OUTCOMES, UnitRates, mismatch_test,
+    sample_ratio_mismatch,
 };
 use super::metrics::{LATENCY_BUCKETS, Latency};
 use crate::compile::Flag;
@@ -54,6 +55,12 @@ pub(crate) enum Side {
 pub(crate) struct GuardState {
     error_rules: Vec<ErrorRule>,
     latency: Option<(f64, f64)>,
+    /// A migration's most mismatching reads allowed.
+    max_mismatch: Option<f64>,
+    /// This window's compared reads of the watched stage, and how many
+    /// disagreed.
+    comparisons: AtomicU64,
+    mismatches: AtomicU64,
     confidence: f64,
     min_units: u64,
     window_ms: i64,
@@ -205,6 +212,9 @@ impl GuardState {
         Self {
             error_rules,
             latency: guard.latency.as_ref().map(|l| (l.quantile, l.max_ratio)),
+            max_mismatch: guard.max_mismatch_rate,
+            comparisons: AtomicU64::new(0),
+            mismatches: AtomicU64::new(0),
             confidence: guard.confidence,
             min_units: guard.min_units,
             window_ms: window_ms.max(1),
@@ -257,6 +267,18 @@ impl GuardState {
         }
     }
 
+    /// Counts a compared read of the watched stage (a migration's shadow
+    /// or live step): two relaxed adds, for the request path.
+    #[inline]
+    pub(crate) fn record_comparison(&self, mismatched: bool) {
+        if self.max_mismatch.is_some() {
+            self.comparisons.fetch_add(1, Ordering::Relaxed);
+            if mismatched {
+                self.mismatches.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
         self.window.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -293,6 +315,8 @@ impl GuardState {
             .latency
             .map(|(q, ratio)| LatencyTest::new(q, ratio, self.confidence, self.min_units));
         let epoch = window.number & 0xff;
+        self.comparisons.store(0, Ordering::Relaxed);
+        self.mismatches.store(0, Ordering::Relaxed);
         self.epoch.store(epoch, Ordering::Relaxed);
         self.watching.store(window.watching.map_or(u32::MAX, |s| s as u32), Ordering::Relaxed);
         self.exposed.clear_except(epoch);
@@ -425,6 +449,26 @@ impl GuardState {
                     index,
                     trip(TripCause::Errors(*rule), c, exposed.units, control.units),
                 ));
+                return reports;
+            }
+        }
+        if let Some(max_rate) = self.max_mismatch {
+            let (n, k) =
+                (self.comparisons.load(Ordering::Relaxed), self.mismatches.load(Ordering::Relaxed));
+            let test = mismatch_test(n, k, max_rate, self.confidence, self.min_units);
+            if test.regressed {
+                window.reported_trip = true;
+                let c = super::evidence::Comparison {
+                    exposed: test.rate,
+                    control: max_rate,
+                    difference: test.rate - max_rate,
+                    lower: test.log_likelihood_ratio,
+                    upper: f64::INFINITY,
+                    regressed: true,
+                    enough: true,
+                };
+                reports
+                    .push(Report::Trip(index, trip(TripCause::Mismatches { max_rate }, c, n, 0)));
                 return reports;
             }
         }

@@ -63,6 +63,7 @@ pub struct Metrics {
     pub(crate) guard_trips: Vec<GuardTripCount>,
     pub(crate) version: u64,
     pub(crate) stepped_back: Vec<SteppedBack>,
+    pub(crate) migrations: Vec<crate::migration::MigrationCount>,
 }
 
 /// A stage a guard stepped back on the serving version (cleared when a new
@@ -210,6 +211,22 @@ impl Metrics {
         &self.stepped_back
     }
 
+    /// What the migrators of the store's migration flags did, by flag,
+    /// stage and step ([`crate::migration`]).
+    pub fn migrations(&self) -> &[crate::migration::MigrationCount] {
+        &self.migrations
+    }
+
+    /// What migrators did for `flag` in `stage` at `step`, if anything.
+    pub fn migration_of(
+        &self,
+        flag: &str,
+        stage: &str,
+        step: crate::MigrationStep,
+    ) -> Option<&crate::migration::MigrationCount> {
+        self.migrations.iter().find(|m| m.flag == flag && m.stage == stage && m.step == step)
+    }
+
     /// The outcomes recorded for `flag` in `stage` (or `not-exposed`).
     pub fn outcomes_of(&self, flag: &str, stage: &str) -> Option<&OutcomeCount> {
         self.outcomes.iter().find(|o| o.flag == flag && o.stage == stage)
@@ -264,6 +281,17 @@ impl Metrics {
             guard_trips: self.guard_trips.clone(),
             version: self.version,
             stepped_back: self.stepped_back.clone(),
+            migrations: self
+                .migrations
+                .iter()
+                .map(|m| {
+                    let was = earlier
+                        .migrations
+                        .iter()
+                        .find(|e| e.flag == m.flag && e.stage == m.stage && e.step == m.step);
+                    was.map_or_else(|| m.clone(), |was| m.minus(was))
+                })
+                .collect(),
         }
     }
 }

@@ -452,3 +452,41 @@ fn unleash_bucketing_stage_variants_pins_and_unit_lists_do_not_allocate() {
         (0..400).filter(|i| store.is_enabled("u", &Context::new().user(&format!("u-{i}")))).count();
     assert!((200..300).contains(&on), "about 60% of users: {on}");
 }
+
+/// Issue 19: deciding a context's migration step, by key, through a
+/// snapshot and by handle, allocates nothing (held-back contexts and
+/// overrides included); neither does counting a migrator's operation once
+/// its stage has been seen.
+#[test]
+fn deciding_a_migration_step_does_not_allocate() {
+    use flagstone::MigrationStep;
+    let store = FlagStore::from_json(
+        r#"{ "version": 1,
+      "cohorts": { "internal": { "tenants": ["acme"] } },
+      "flags": { "m": { "enabled": true, "migration": true, "bucket_by": "tenant",
+        "stages": [ { "name": "dual", "step": "dualwrite" },
+                    { "name": "shadow-internal", "cohorts": ["internal"], "step": "shadow" },
+                    { "name": "live-half", "percent": 50, "step": "live" } ],
+        "stage": "live-half",
+        "guard": { "max_mismatch_rate": 0.01, "holdback": 20 } } } }"#,
+    )
+    .expect("valid");
+    let snapshot = store.snapshot();
+    let handle = store.handle("m");
+    let tenants: Vec<String> = (0..200).map(|i| format!("t-{i}")).collect();
+    let mut steps = std::collections::BTreeMap::new();
+    for tenant in tenants.iter().map(String::as_str).chain(["acme", ""]) {
+        let ctx = Context::new().tenant(tenant);
+        let n = allocations_in(|| {
+            let a = store.migration_step("m", &ctx);
+            let b = snapshot.migration_step("m", &ctx);
+            let c = handle.migration_step(&ctx);
+            assert!(a == b && b == c);
+        });
+        assert_eq!(n, 0, "{tenant}: {n} allocations");
+        *steps.entry(store.migration_step("m", &ctx)).or_insert(0) += 1;
+    }
+    assert_eq!(store.migration_step("m", &Context::new().tenant("acme")), MigrationStep::Shadow);
+    assert!(steps.get(&MigrationStep::Live).is_some_and(|n| *n > 50), "{steps:?}");
+    assert!(steps.get(&MigrationStep::DualWrite).is_some_and(|n| *n > 50), "{steps:?}");
+}

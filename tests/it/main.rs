@@ -13,6 +13,7 @@ mod delivery_http;
 mod etcd;
 mod golden;
 mod guards;
+mod migration;
 mod observe;
 #[cfg(feature = "openfeature")]
 mod openfeature;

@@ -47,6 +47,9 @@ pub(crate) fn run(
         why.variant.as_ref().map(|v| format!("  variant {v:?}")).unwrap_or_default()
     );
     outln!("  reason       {}", why.summary);
+    if let (Some(step), Some(reason)) = (why.step, &why.step_reason) {
+        outln!("  step         {}  ({reason})", style.bold(step.as_str()));
+    }
     if let Some(value) = &why.value {
         outln!("  value        {value}");
     }
@@ -105,7 +108,13 @@ pub(crate) fn run(
     if !why.stages.is_empty() {
         let current = config.flags.get(flag).and_then(|f| f.stage.clone()).unwrap_or_default();
         outln!("  stages (current: {current})");
-        let mut table = Table::new(&["#", "stage", "audience", "percent", "starts", "verdict"]);
+        let flag_config = config.flags.get(flag);
+        let migration = flag_config.is_some_and(|f| f.migration);
+        let mut table = if migration {
+            Table::new(&["#", "stage", "step", "audience", "percent", "starts", "verdict"])
+        } else {
+            Table::new(&["#", "stage", "audience", "percent", "starts", "verdict"])
+        };
         for s in &why.stages {
             let audience = if s.verdict == StageVerdict::NotInEffect {
                 "-".to_owned()
@@ -139,14 +148,21 @@ pub(crate) fn run(
                 StageVerdict::NotInEffect => "after the current stage".to_owned(),
                 _ => format!("{:?}", s.verdict),
             };
-            table.row(vec![
-                s.index.to_string(),
-                s.name.clone(),
+            let mut row = vec![s.index.to_string(), s.name.clone()];
+            if migration {
+                let step = flag_config
+                    .and_then(|f| f.stages.get(s.index))
+                    .and_then(|stage| stage.step)
+                    .map_or("-", |step| step.as_str());
+                row.push(step.to_owned());
+            }
+            row.extend([
                 audience,
                 pct,
                 s.start_at.clone().unwrap_or_else(|| "-".to_owned()),
                 verdict,
             ]);
+            table.row(row);
         }
         out!("{}", table.render(4, style));
     }

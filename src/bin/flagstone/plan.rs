@@ -68,7 +68,9 @@ pub(crate) fn run(
                 .map(|(i, s, audience, adds, state, cum)| {
                     json!({ "index": i, "name": s.name, "audience": audience, "percent": s.percent,
                             "start_at": s.start_at, "state": state, "adds": adds,
-                            "cumulative_percent_of_units": cum })
+                            "cumulative_percent_of_units": cum,
+                            "step": s.step.map(|step| step.as_str()),
+                            "data": s.step.map(data_note) })
                 })
                 .collect();
             plans.insert(
@@ -99,6 +101,11 @@ pub(crate) fn run(
                 .collect();
             notes.push(format!("requires {}", required.join(", ")));
         }
+        if flag.migration {
+            notes.push(
+                "data migration: a context is at the step of the last stage exposing it".to_owned(),
+            );
+        }
         if !flag.enabled {
             notes.push(style.bad("KILL SWITCH SET: off for everyone"));
         }
@@ -114,22 +121,23 @@ pub(crate) fn run(
             );
             continue;
         }
-        let mut table = Table::new(&[
-            "#",
-            "stage",
-            "audience",
-            "percent",
-            "starts",
-            "state",
-            "adds",
-            "units by %",
-        ]);
+        let mut columns = vec!["#", "stage"];
+        if flag.migration {
+            columns.push("step");
+        }
+        columns.extend(["audience", "percent", "starts", "state", "adds", "units by %"]);
+        if flag.migration {
+            columns.push("data");
+        }
+        let mut table = Table::new(&columns);
         for (i, stage, audience, adds, state, cum) in rows {
             let state =
                 if state.starts_with("CURRENT") { style.good(state) } else { state.to_owned() };
-            table.row(vec![
-                i.to_string(),
-                stage.name.clone(),
+            let mut row = vec![i.to_string(), stage.name.clone()];
+            if flag.migration {
+                row.push(stage.step.map_or("-", |step| step.as_str()).to_owned());
+            }
+            row.extend([
                 audience,
                 stage.percent.map_or("-".to_owned(), |p| format!("{p}%")),
                 stage.start_at.clone().unwrap_or_else(|| "-".to_owned()),
@@ -137,6 +145,15 @@ pub(crate) fn run(
                 adds,
                 format!("{cum}%"),
             ]);
+            if flag.migration {
+                let note = stage.step.map_or("", data_note);
+                row.push(if stage.step == Some(flagstone::MigrationStep::Complete) {
+                    style.warn(note)
+                } else {
+                    note.to_owned()
+                });
+            }
+            table.row(row);
         }
         if markdown {
             outln!("{}", table.markdown());
@@ -148,6 +165,19 @@ pub(crate) fn run(
         print_json(&serde_json::Value::Object(plans))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What entering a step means for the data, in a plan's words.
+fn data_note(step: flagstone::MigrationStep) -> &'static str {
+    use flagstone::MigrationStep;
+    match step {
+        MigrationStep::Off => "old store only",
+        MigrationStep::DualWrite => "reversible: both stores written, old read",
+        MigrationStep::Shadow => "reversible: both read and compared, old answers",
+        MigrationStep::Live => "reversible: new answers, old still written",
+        MigrationStep::RampDown => "reversible: new read, old still written",
+        MigrationStep::Complete => "IRREVERSIBLE for data: the old store gets no more writes",
+    }
 }
 
 /// What a flag's percentages count, in words.
