@@ -23,6 +23,11 @@
 //!   flags, each with 5 stages and 3 cohorts, against Unleash's
 //!   `take_state` on equivalent documents.
 //!
+//! - `migration`: a migration flag's check by handle (the floor of this
+//!   group), its step by handle, and a `Migrator`'s `read` and `write`
+//!   with no-op closures at `off`, `dualwrite`, `shadow` and `complete`:
+//!   the migrator's own cost over a bare check.
+//!
 //! Run one group with `cargo bench --bench flagstone -- hot_path`.
 
 use std::collections::HashMap;
@@ -708,5 +713,52 @@ fn operators(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, floor, hot_path, counting, operators, peers, contended, apply);
+fn migration(c: &mut Criterion) {
+    use flagstone::migration::Migrator;
+    let mut group = c.benchmark_group("migration");
+    let store = Arc::new(
+        FlagStore::from_json(
+            r#"{ "version": 1, "flags": {
+          "m-off": { "enabled": false, "migration": true, "bucket_by": "tenant",
+            "stages": [ { "name": "dual", "step": "dualwrite" } ], "stage": "dual" },
+          "m-dualwrite": { "enabled": true, "migration": true, "bucket_by": "tenant",
+            "stages": [ { "name": "dual", "step": "dualwrite" } ], "stage": "dual" },
+          "m-shadow": { "enabled": true, "migration": true, "bucket_by": "tenant",
+            "stages": [ { "name": "dual", "step": "dualwrite" }, { "name": "half", "percent": 50, "step": "shadow" } ],
+            "stage": "half" },
+          "m-complete": { "enabled": true, "migration": true, "bucket_by": "tenant",
+            "stages": [ { "name": "dual", "step": "dualwrite" }, { "name": "all", "step": "complete" } ],
+            "stage": "all" } } }"#,
+        )
+        .expect("bench config is valid"),
+    );
+    let tenants: Vec<Context<'_>> = USERS.iter().map(|t| Context::new().tenant(t)).collect();
+    let mut i = 0usize;
+    let mut next = || {
+        i = (i + 1) % tenants.len();
+        &tenants[i]
+    };
+    let handle = store.handle("m-dualwrite");
+    group.bench_function("check_by_handle", |b| b.iter(|| black_box(handle.is_enabled(next()))));
+    group.bench_function("step_by_handle", |b| b.iter(|| black_box(handle.migration_step(next()))));
+    for step in ["off", "dualwrite", "shadow", "complete"] {
+        let migrator = Migrator::builder(store.clone(), &format!("m-{step}"))
+            .read_old(|k: &u64| Ok::<u64, ()>(black_box(*k)))
+            .read_new(|k: &u64| Ok(black_box(*k)))
+            .write_old(|k: &u64| Ok(black_box(*k)))
+            .write_new(|k: &u64| Ok(black_box(*k)))
+            .compare(|a, b| a == b)
+            .build()
+            .expect("built");
+        group.bench_function(format!("read_{step}"), |b| {
+            b.iter(|| black_box(migrator.read(next(), &7)))
+        });
+        group.bench_function(format!("write_{step}"), |b| {
+            b.iter(|| black_box(migrator.write(next(), &7)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, floor, hot_path, counting, operators, peers, contended, apply, migration);
 criterion_main!(benches);

@@ -93,6 +93,8 @@ pub(crate) struct Flag {
     /// A data migration: stages are walked newest first (a context is at
     /// the step of the last stage that exposes it).
     pub(crate) migration: bool,
+    /// A migration's counts per stage and group (set by the store).
+    pub(crate) migration_counts: Option<Box<crate::migration::FlagCounts>>,
 }
 
 /// A prerequisite, resolved: the required flag's index in the snapshot,
@@ -763,6 +765,24 @@ impl Compiled {
         }
     }
 
+    /// Gives each migration flag its counts, from the store's registry.
+    pub(crate) fn attach_migrations(&mut self, registry: &mut crate::migration::Registry) {
+        for flag in self.flags.iter_mut().filter(|f| f.migration) {
+            let names: Vec<&'static str> = flag.stages.iter().flatten().map(|s| s.name).collect();
+            flag.migration_counts = Some(Box::new(registry.flag(&flag.key, &names)));
+        }
+    }
+
+    /// The index in `flags` of the flag by slot or, failing that, by key.
+    #[inline]
+    pub(crate) fn index_of(&self, slot: Option<u32>, key: &str) -> Option<usize> {
+        let index = match slot.and_then(|s| self.by_slot.get(s as usize)) {
+            Some(&index) => index,
+            None => *self.by_name.get(key)?,
+        };
+        ((index as usize) < self.flags.len()).then_some(index as usize)
+    }
+
     /// The flag by slot, or the `unknown` counter to count a miss in.
     #[inline]
     pub(crate) fn lookup_slot(&self, slot: u32) -> Result<&Flag, u32> {
@@ -806,12 +826,22 @@ impl Compiled {
         found: Result<&Flag, u32>,
         ctx: &Context<'_>,
     ) -> (Reason<'static>, MigrationStep) {
-        let ev = self.evaluate(found, ctx);
-        let step = match found {
-            Ok(flag) => flag.step_of(ev.reason, &*self.clock),
-            Err(_) => MigrationStep::Off,
-        };
-        (ev.reason, step)
+        match found {
+            Ok(flag) => {
+                // A migration flag has no variants: its cell is the group's.
+                let reason = flag.decide(&self.flags, ctx, &*self.clock);
+                if let Some(counters) = &self.counters {
+                    counters.evaluations.add(flag.evaluation_cell(reason, None), 1);
+                }
+                (reason, flag.step_of(reason, &*self.clock))
+            }
+            Err(unknown) => {
+                if let Some(counters) = &self.counters {
+                    counters.evaluations.add(unknown, 1);
+                }
+                (Reason::UnknownFlag, MigrationStep::Off)
+            }
+        }
     }
 
     /// Evaluates a looked-up flag for `ctx` in this snapshot (an absent flag
@@ -1053,6 +1083,7 @@ impl Flag {
             requires: Box::default(),
             value: flag.value.as_ref().map(intern_value),
             migration: flag.migration,
+            migration_counts: None,
         }
     }
 

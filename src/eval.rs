@@ -111,22 +111,6 @@ impl Reason<'_> {
     }
 }
 
-/// [`Reason::label`], for a decision whose names live for the program.
-#[inline]
-pub(crate) fn label_of(reason: Reason<'static>) -> &'static str {
-    match reason {
-        Reason::Stage { name, .. } => name,
-        Reason::UnknownFlag => "unknown",
-        Reason::KillSwitch => "off",
-        Reason::Excluded { .. } => "excluded",
-        Reason::Enabled => "on",
-        Reason::NotExposed => "not-exposed",
-        Reason::HeldBack { .. } => "held-back",
-        Reason::Prerequisite { .. } => "prerequisite",
-        Reason::Override { .. } => "override",
-    }
-}
-
 impl fmt::Display for Reason<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -115,8 +115,8 @@ struct Writer {
     /// Whether guards run on a background thread (or only when
     /// [`FlagStore::check_guards`] is called).
     guard_thread: bool,
-    /// The counts of the store's migrators, while they live.
-    migrations: Vec<std::sync::Weak<crate::migration::MigrationCounts>>,
+    /// The counts of the store's migration flags.
+    migrations: crate::migration::Registry,
 }
 
 /// A local answer for a flag that beats the pushed config, set with
@@ -177,7 +177,7 @@ impl FlagStore {
             observe: Observe::new(),
             overrides: BTreeMap::new(),
             guard_thread: true,
-            migrations: Vec::new(),
+            migrations: crate::migration::Registry::default(),
         };
         let empty = Compiled::empty(id, writer.clock.clone());
         let shared = Shared {
@@ -333,6 +333,7 @@ impl FlagStore {
             w.clock.clone(),
         );
         compiled.counters = w.observe.tables();
+        compiled.attach_migrations(&mut w.migrations);
         compiled.start_guards(false);
         compiled
     }
@@ -544,21 +545,8 @@ impl FlagStore {
         {
             metrics.stepped_back = stepped_back(serving);
         }
-        writer.migrations.retain(|m| m.strong_count() > 0);
-        for counts in writer.migrations.iter().filter_map(std::sync::Weak::upgrade) {
-            counts.read_into(&mut metrics.migrations);
-        }
+        metrics.migrations = writer.migrations.read();
         metrics
-            .migrations
-            .sort_by(|a, b| (&a.flag, a.stage, a.step).cmp(&(&b.flag, b.stage, b.step)));
-        metrics
-    }
-
-    /// Lists a migrator's counts for [`FlagStore::metrics`].
-    pub(crate) fn register_migration(&self, counts: &Arc<crate::migration::MigrationCounts>) {
-        let mut writer = self.writer();
-        writer.migrations.retain(|m| m.strong_count() > 0);
-        writer.migrations.push(Arc::downgrade(counts));
     }
 
     /// The counts added since the previous call of `metrics_delta` (since
@@ -1190,9 +1178,19 @@ impl FlagHandle {
     /// outcomes count against the config that decided), the reason and
     /// the step.
     pub(crate) fn migration_decision(&self, ctx: &Context<'_>) -> MigrationDecision {
-        let compiled = self.shared.current.load_full();
-        let (reason, step) = compiled.migration(self.flag_in(&compiled), ctx);
-        MigrationDecision { compiled, reason, step }
+        // A guard, not a reference count: holding it across the stores'
+        // calls blocks no writer, and the snapshot's cache line is not
+        // bounced between cores.
+        let compiled = self.shared.current.load();
+        let slot = (compiled.store_id == self.shared.id && compiled.slot_epoch >= self.slot.epoch)
+            .then_some(self.slot.slot);
+        let index = compiled.index_of(slot, &self.slot.key);
+        let found = match index.and_then(|i| compiled.flags.get(i)) {
+            Some(flag) => Ok(flag),
+            None => self.flag_in(&compiled),
+        };
+        let (reason, step) = compiled.migration(found, ctx);
+        MigrationDecision { compiled, index, reason, step }
     }
 
     /// The flag's value for `ctx` as a boolean (see [`FlagStore::bool_value`]).
@@ -1275,30 +1273,40 @@ impl FlagHandle {
 /// What a [`Migrator`](crate::migration::Migrator) decided for one
 /// operation, and where to count what came of it.
 pub(crate) struct MigrationDecision {
-    compiled: Arc<Compiled>,
+    compiled: arc_swap::Guard<Arc<Compiled>>,
+    /// The flag's index in the snapshot; `None` when it has no such flag.
+    index: Option<usize>,
     pub(crate) reason: crate::Reason<'static>,
     pub(crate) step: MigrationStep,
 }
 
 impl MigrationDecision {
-    /// The metrics label of the group the context fell in: the stage's
-    /// name, or `not-exposed`, `off`, `held-back`, ...
-    pub(crate) fn stage(&self) -> &'static str {
-        crate::eval::label_of(self.reason)
+    fn flag(&self) -> Option<&Flag> {
+        self.compiled.flags.get(self.index?)
     }
 
-    /// Counts the operation's outcome for the flag, in the decided group
-    /// (and, for the watched stage, in its guard's evidence).
-    pub(crate) fn record(&self, handle: &FlagHandle, ctx: &Context<'_>, outcome: Outcome) {
-        if let Ok(flag) = handle.flag_in(&self.compiled) {
+    /// The counts of the group the context fell in (none for a flag the
+    /// snapshot lacks, or one that is not a migration).
+    #[inline]
+    pub(crate) fn counts(&self) -> Option<&crate::migration::counts::StageCounts> {
+        Some(self.flag()?.migration_counts.as_deref()?.of(self.reason))
+    }
+
+    /// Counts the operation's outcome as the flag's, in the decided group,
+    /// when the flag has a guard to give it to as evidence (without one,
+    /// the migration counts say all the outcome counts would).
+    #[inline]
+    pub(crate) fn record(&self, ctx: &Context<'_>, outcome: Outcome) {
+        if let Some(flag) = self.flag().filter(|f| f.guard.is_some()) {
             self.compiled.record_decided(flag, self.reason, ctx, outcome);
         }
     }
 
     /// Counts a compared read in the guard's mismatch evidence, when the
     /// context is in the stage the guard watches.
-    pub(crate) fn record_comparison(&self, handle: &FlagHandle, mismatched: bool) {
-        let Ok(flag) = handle.flag_in(&self.compiled) else { return };
+    #[inline]
+    pub(crate) fn record_comparison(&self, mismatched: bool) {
+        let Some(flag) = self.flag() else { return };
         if let (Some(guard), crate::Reason::Stage { index, .. }) = (&flag.guard, self.reason)
             && guard.watching() == Some(index)
         {

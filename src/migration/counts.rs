@@ -1,13 +1,14 @@
-//! A migrator's counts: per stage × step × origin × operation, in
-//! relaxed atomics, read by [`FlagStore::metrics`](crate::FlagStore::metrics).
+//! Migration counts: per flag × stage × step × origin × operation, in
+//! relaxed atomics, resolved per stage when a config is compiled and read
+//! by [`FlagStore::metrics`](crate::FlagStore::metrics).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-
 use super::{MigrationStep, Operation, Origin};
+use crate::eval::Reason;
 use crate::observe::{LATENCY_BUCKETS, Latency, latency_bucket};
 
 /// What one side (old or new) of one operation (read or write) did.
@@ -29,82 +30,107 @@ struct StepCounts {
 }
 
 #[derive(Debug, Default)]
-struct StageCounts {
+pub(crate) struct StageCounts {
     steps: [StepCounts; 6],
 }
 
-/// A migrator's counts, by the stage label its contexts fell in.
-#[derive(Debug)]
-pub(crate) struct MigrationCounts {
-    pub(crate) flag: Box<str>,
-    /// Stage labels are interned (`&'static`) and few: a linear scan by
-    /// address finds one; a new label copies the list once.
-    stages: ArcSwap<Vec<(&'static str, Arc<StageCounts>)>>,
-    grow: Mutex<()>,
-}
-
-impl MigrationCounts {
-    pub(crate) fn new(flag: &str) -> Self {
-        Self { flag: flag.into(), stages: ArcSwap::default(), grow: Mutex::new(()) }
-    }
-
-    /// Runs `f` on the counts of `stage`, made on first use.
-    fn with_stage<R>(&self, stage: &'static str, f: impl FnOnce(&StageCounts) -> R) -> R {
-        let same = |s: &&'static str| std::ptr::eq(*s, stage) || *s == stage;
-        {
-            let list = self.stages.load();
-            if let Some((_, counts)) = list.iter().find(|(s, _)| same(s)) {
-                return f(counts);
-            }
-        }
-        let _grow = self.grow.lock().unwrap_or_else(|p| p.into_inner());
-        let list = self.stages.load_full();
-        if let Some((_, counts)) = list.iter().find(|(s, _)| same(s)) {
-            return f(counts);
-        }
-        let counts = Arc::new(StageCounts::default());
-        let mut grown = Vec::clone(&list);
-        grown.push((stage, counts.clone()));
-        self.stages.store(Arc::new(grown));
-        f(&counts)
-    }
-
-    /// Counts one call of one side.
+impl StageCounts {
+    /// Counts one call of one side; its latency when it was timed.
+    #[inline]
     pub(crate) fn call(
         &self,
-        stage: &'static str,
         step: MigrationStep,
         origin: Origin,
         operation: Operation,
         failed: bool,
-        took: Duration,
+        took: Option<Duration>,
     ) {
-        self.with_stage(stage, |stage| {
-            let side = &stage.steps[step.index()].sides[origin as usize][operation as usize];
-            side.calls.fetch_add(1, Ordering::Relaxed);
-            if failed {
-                side.errors.fetch_add(1, Ordering::Relaxed);
-            }
+        let side = &self.steps[step.index()].sides[origin as usize][operation as usize];
+        side.calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            side.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(took) = took {
             let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
             side.nanos.fetch_add(nanos, Ordering::Relaxed);
             side.buckets[latency_bucket(took)].fetch_add(1, Ordering::Relaxed);
-        });
+        }
     }
 
     /// Counts one comparison of reads.
-    pub(crate) fn compared(&self, stage: &'static str, step: MigrationStep, mismatched: bool) {
-        self.with_stage(stage, |stage| {
-            let counts = &stage.steps[step.index()];
-            counts.comparisons.fetch_add(1, Ordering::Relaxed);
-            if mismatched {
-                counts.mismatches.fetch_add(1, Ordering::Relaxed);
-            }
-        });
+    #[inline]
+    pub(crate) fn compared(&self, step: MigrationStep, mismatched: bool) {
+        let counts = &self.steps[step.index()];
+        counts.comparisons.fetch_add(1, Ordering::Relaxed);
+        if mismatched {
+            counts.mismatches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A migration flag's counts, resolved when its config is compiled: one
+/// per stage in effect and one per other group, so an operation finds
+/// its counts by the decision alone (no lookup per request).
+#[derive(Clone, Debug)]
+pub(crate) struct FlagCounts {
+    stages: Box<[Arc<StageCounts>]>,
+    /// By [`group`]: the labels of contexts no stage decides.
+    groups: [Arc<StageCounts>; GROUPS.len()],
+}
+
+/// The labels of decisions that are not a stage, in [`group`]'s order.
+const GROUPS: [&str; 8] =
+    ["unknown", "off", "excluded", "on", "not-exposed", "held-back", "prerequisite", "override"];
+
+fn group(reason: Reason<'static>) -> usize {
+    match reason {
+        Reason::UnknownFlag => 0,
+        Reason::KillSwitch => 1,
+        Reason::Excluded { .. } => 2,
+        Reason::Enabled | Reason::Stage { .. } => 3,
+        Reason::NotExposed => 4,
+        Reason::HeldBack { .. } => 5,
+        Reason::Prerequisite { .. } => 6,
+        Reason::Override { .. } => 7,
+    }
+}
+
+impl FlagCounts {
+    /// The counts of the group a decision put the context in.
+    #[inline]
+    pub(crate) fn of(&self, reason: Reason<'static>) -> &StageCounts {
+        match reason {
+            Reason::Stage { index, .. } if index < self.stages.len() => &self.stages[index],
+            reason => &self.groups[group(reason)],
+        }
+    }
+}
+
+/// Every migration count of a store, by flag key and group label; kept
+/// for the store's life (a flag's stages are few, and a count is never
+/// lost when a config drops a stage).
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    counts: BTreeMap<(Arc<str>, &'static str), Arc<StageCounts>>,
+}
+
+impl Registry {
+    fn get(&mut self, flag: &Arc<str>, label: &'static str) -> Arc<StageCounts> {
+        self.counts.entry((flag.clone(), label)).or_default().clone()
     }
 
-    /// Everything counted so far, added to `out`.
-    pub(crate) fn read_into(&self, out: &mut Vec<MigrationCount>) {
-        for (stage, counts) in self.stages.load().iter() {
+    /// The counts of a migration flag's stages (interned names) and groups.
+    pub(crate) fn flag(&mut self, flag: &Arc<str>, stages: &[&'static str]) -> FlagCounts {
+        FlagCounts {
+            stages: stages.iter().map(|name| self.get(flag, name)).collect(),
+            groups: GROUPS.map(|label| self.get(flag, label)),
+        }
+    }
+
+    /// Everything counted so far, by flag, stage and step.
+    pub(crate) fn read(&self) -> Vec<MigrationCount> {
+        let mut out = Vec::new();
+        for ((flag, stage), counts) in &self.counts {
             for step in MigrationStep::ALL {
                 let c = &counts.steps[step.index()];
                 let side = |origin: Origin| {
@@ -124,7 +150,7 @@ impl MigrationCounts {
                     OriginCount { reads: read(Operation::Read), writes: read(Operation::Write) }
                 };
                 let count = MigrationCount {
-                    flag: self.flag.to_string(),
+                    flag: flag.to_string(),
                     stage,
                     step,
                     old: side(Origin::Old),
@@ -132,18 +158,12 @@ impl MigrationCounts {
                     comparisons: c.comparisons.load(Ordering::Relaxed),
                     mismatches: c.mismatches.load(Ordering::Relaxed),
                 };
-                if count.is_empty() {
-                    continue;
-                }
-                match out
-                    .iter_mut()
-                    .find(|m| m.flag == count.flag && m.stage == *stage && m.step == step)
-                {
-                    Some(existing) => existing.add(&count),
-                    None => out.push(count),
+                if !count.is_empty() {
+                    out.push(count);
                 }
             }
         }
+        out
     }
 }
 
@@ -192,15 +212,6 @@ pub struct OperationCount {
 }
 
 impl OperationCount {
-    fn add(&mut self, other: &OperationCount) {
-        self.calls += other.calls;
-        self.errors += other.errors;
-        for (a, b) in self.latency.buckets.iter_mut().zip(&other.latency.buckets) {
-            *a += b;
-        }
-        self.latency.sum += other.latency.sum;
-    }
-
     fn sub(&mut self, other: &OperationCount) {
         self.calls = self.calls.saturating_sub(other.calls);
         self.errors = self.errors.saturating_sub(other.errors);
@@ -228,15 +239,6 @@ impl MigrationCount {
     fn is_empty(&self) -> bool {
         self.comparisons == 0
             && [&self.old, &self.new].iter().all(|o| o.reads.calls == 0 && o.writes.calls == 0)
-    }
-
-    fn add(&mut self, other: &MigrationCount) {
-        for (mine, theirs) in [(&mut self.old, &other.old), (&mut self.new, &other.new)] {
-            mine.reads.add(&theirs.reads);
-            mine.writes.add(&theirs.writes);
-        }
-        self.comparisons += other.comparisons;
-        self.mismatches += other.mismatches;
     }
 
     /// This count minus `earlier`'s (saturating).

@@ -32,7 +32,7 @@
 //! leaving it again means the old store missed writes (`diff` and `plan`
 //! say so). See `docs/migrations.md`.
 
-mod counts;
+pub(crate) mod counts;
 mod migrator;
 
 use std::fmt;
@@ -40,7 +40,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) use counts::MigrationCounts;
+pub(crate) use counts::{FlagCounts, Registry};
 pub use counts::{MigrationCount, OperationCount, OriginCount};
 pub(crate) use migrator::Operation;
 pub use migrator::{Migrator, MigratorBuilder, MigratorError, Order, Origin};

@@ -231,7 +231,7 @@ fn one_step(step: &str, version: u64) -> String {
     format!(
         r#"{{ "version": {version}, "flags": {{ "m": {{ "enabled": true, "migration": true,
         "stages": [ {{ "name": "dual", "step": "dualwrite" }}, {{ "name": "now", "step": "{step}" }} ],
-        "stage": "now" }} }} }}"#
+        "stage": "now", "guard": {{ "max_error_ratio": 2 }} }} }} }}"#
     )
 }
 
@@ -290,7 +290,8 @@ fn the_other_side_failing_never_fails_the_call_and_the_authoritative_failing_ski
     stores.fail_old.store(1, Ordering::Relaxed);
     assert_eq!(m.write(&ctx, &(2, "b".into())), Err("old down".to_owned()));
     assert!(!stores.new.lock().unwrap().contains_key(&2), "new got a write old refused");
-    // The flag's own outcome counts see the authoritative side.
+    // The flag's own outcome counts (its guard's evidence) see the
+    // authoritative side.
     let metrics = store.metrics();
     let outcomes = metrics.outcomes_of("m", "now").expect("recorded");
     assert_eq!((outcomes.errors, outcomes.successes), (1, 2));
