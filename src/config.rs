@@ -652,8 +652,13 @@ impl Config {
     pub fn notes(&self) -> Vec<Problem> {
         let mut notes = Vec::new();
         for (key, flag) in &self.flags {
+            // A mismatch rate is judged against a bound, not a control.
+            let compares = |g: &Guard| {
+                g.max_error_ratio.is_some() || g.max_error_increase.is_some() || g.latency.is_some()
+            };
             if let Some(guard) = &flag.guard
                 && guard.holdback.is_none()
+                && compares(guard)
             {
                 notes.push(Problem::new(
                     format!("{}.guard", field("flags", key)),

@@ -74,6 +74,11 @@ fn lint_stages(path: &str, flag: &Flag, now: i64, warnings: &mut Vec<Problem>) {
                 ),
             ));
         }
+        // In a migration a later stage moves contexts an earlier one
+        // exposes to a later step: covering them again is the point.
+        if flag.migration {
+            continue;
+        }
         let earlier = &flag.stages[..i];
         if let Some(everyone) = earlier.iter().position(|s| s.cohorts.is_empty() && whole(s)) {
             warnings.push(Problem::new(

@@ -782,3 +782,51 @@ fn diff_warns_about_exposure_it_would_otherwise_hide() {
     assert!(has("about 25.0% of the units given a variant get another one"), "{warnings:#?}");
     assert!(has("\"h\" buckets by seats, which no unit of"), "{warnings:#?}");
 }
+
+/// Issue 19: the CLI on a data migration: `validate` refuses a plan that
+/// reads the new store before dual-writing, `plan` shows each stage's step
+/// and what it means for the data, `diff` marks entering `complete`
+/// irreversible, and `explain` says the step and why.
+#[test]
+fn the_cli_classifies_a_data_migration() {
+    let dir = tempfile::tempdir().expect("dir");
+    let doc = |version: u64, stage: &str, first: &str| {
+        format!(
+            r#"{{ "version": {version},
+          "cohorts": {{ "internal": {{ "tenants": ["acme"] }} }},
+          "flags": {{ "users-split": {{ "enabled": true, "migration": true, "bucket_by": "tenant",
+            "stages": [ {{ "name": "all-{first}", "step": "{first}" }},
+                        {{ "name": "internal-live", "cohorts": ["internal"], "step": "live" }},
+                        {{ "name": "all-complete", "step": "complete" }} ],
+            "stage": "{stage}" }} }} }}"#
+        )
+    };
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("written");
+        path.display().to_string()
+    };
+    let bad = write("bad.json", doc(1, "all-shadow", "shadow"));
+    let out = run(&["validate", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out)
+            .contains("flags.users-split.stages[0].step: shadow with no dualwrite stage before it"),
+        "{}",
+        stdout(&out)
+    );
+
+    let v1 = write("v1.json", doc(1, "internal-live", "dualwrite"));
+    let v2 = write("v2.json", doc(2, "all-complete", "dualwrite"));
+    let plan = stdout(&run(&["plan", &v1]));
+    for expected in ["step", "dualwrite", "live", "IRREVERSIBLE for data"] {
+        assert!(plan.contains(expected), "{expected:?} missing from:\n{plan}");
+    }
+    let out = run(&["diff", &v1, &v2]);
+    let text = stdout(&out);
+    assert!(text.contains("stage all-complete: migration step off ->"), "{text}");
+    assert!(text.contains("irreversible for data"), "{text}");
+    let why = stdout(&run(&["explain", &v1, "--flag", "users-split", "--tenant", "acme"]));
+    assert!(why.contains("step         live"), "{why}");
+    assert_clean(&out);
+}

@@ -368,3 +368,10 @@ fn explain_says_the_step_and_why() {
     let reason = why.step_reason.expect("a reason");
     assert!(reason.contains("shadow-") && reason.contains("last stage"), "{reason}");
 }
+
+#[test]
+fn lint_takes_a_migration_covering_its_cohorts_again_as_intended() {
+    let config = Config::from_json(config(1, Some(STAGES.len() - 1))).expect("valid");
+    let warnings = flagstone::lint::lint(&config, 0);
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
