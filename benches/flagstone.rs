@@ -2,7 +2,9 @@
 //!
 //! - `floor`: the least work a check by key can do (one `ArcSwap` load, one
 //!   fast-hash map lookup, one seeded xxh3, one compare), written bare, so
-//!   every report shows the ratio flagstone / floor.
+//!   every report shows the ratio flagstone / floor; `a_by_key_cached`
+//!   (the issue's `floor_cached`) reads the map through a thread-local
+//!   `arc_swap::Cache` instead of `ArcSwap::load`.
 //! - `hot_path`: `is_enabled` by key and by handle, `evaluate`, `variant`,
 //!   and a request checking 10 flags through one snapshot; for (a) a 25%
 //!   rollout by user, (b) a stage "region in [eu-west, eu-north] and 50%"
@@ -137,7 +139,15 @@ fn unleash_staged_features(n: usize) -> String {
 
 /// The floor's own store: key -> (seed, threshold), nothing else.
 struct Floor {
-    map: ArcSwap<foldhash::HashMap<Box<str>, (u64, u32)>>,
+    map: Arc<ArcSwap<FloorMap>>,
+}
+
+type FloorMap = foldhash::HashMap<Box<str>, (u64, u32)>;
+
+thread_local! {
+    /// `floor_cached`'s per-thread snapshot of one floor's map.
+    static FLOOR_CACHE: std::cell::RefCell<Option<arc_swap::Cache<Arc<ArcSwap<FloorMap>>, Arc<FloorMap>>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 impl Floor {
@@ -147,7 +157,33 @@ impl Floor {
         for i in 1..n {
             map.insert(format!("filler-{i}").into(), (xxh3_64(b"filler"), 25_000));
         }
-        Self { map: ArcSwap::from_pointee(map) }
+        Self { map: Arc::new(ArcSwap::from_pointee(map)) }
+    }
+
+    /// The same check through a thread-local `arc_swap::Cache` of the map
+    /// (one per thread; the bench uses one floor per thread at a time).
+    #[inline]
+    fn is_enabled_cached(&self, key: &str, user: &str) -> bool {
+        FLOOR_CACHE.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            let fresh = cache.as_ref().is_none_or(|c| !std::ptr::eq(c.arc_swap(), &*self.map));
+            if fresh {
+                *cache = Some(arc_swap::Cache::new(self.map.clone()));
+            }
+            let map = cache.as_mut().map(|c| c.load());
+            map.is_some_and(|map| Self::check(map, key, user))
+        })
+    }
+
+    #[inline]
+    fn check(map: &FloorMap, key: &str, user: &str) -> bool {
+        match map.get(key) {
+            Some(&(seed, threshold)) => {
+                let h = xxh3_64_with_seed(user.as_bytes(), seed);
+                (((u128::from(h)) * 100_000) >> 64) < u128::from(threshold)
+            }
+            None => false,
+        }
     }
 
     #[inline]
@@ -174,6 +210,12 @@ fn floor(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % USERS.len();
                 floor.is_enabled(black_box("a-rollout"), black_box(USERS[i]))
+            })
+        });
+        group.bench_function(BenchmarkId::new("a_by_key_cached", n), |b| {
+            b.iter(|| {
+                i = (i + 1) % USERS.len();
+                floor.is_enabled_cached(black_box("a-rollout"), black_box(USERS[i]))
             })
         });
     }

@@ -5,6 +5,7 @@
 //! version, and `store` it. The last [`HISTORY`] applied snapshots are kept
 //! for [`FlagStore::rollback`].
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,11 +87,72 @@ pub struct FlagStore {
 
 struct Shared {
     id: u64,
-    current: ArcSwap<Compiled>,
+    /// The serving snapshot; in an `Arc` so a thread's cache of it
+    /// ([`Shared::with_current`]) need not keep the rest of the store.
+    current: Arc<ArcSwap<Compiled>>,
     writer: Mutex<Writer>,
     listeners: Mutex<Vec<(u64, Listener)>>,
     /// The guard thread's stop signal, once it runs.
     guard_thread: Mutex<Option<Arc<Signal>>>,
+}
+
+thread_local! {
+    /// Each thread's last snapshot of each store it checked, revalidated
+    /// with one relaxed load per check instead of `ArcSwap::load`'s debt
+    /// slot (two locked instructions).
+    static CACHED: RefCell<[Option<Cached>; CACHED_STORES]> =
+        const { RefCell::new([None, None, None, None]) };
+}
+
+/// How many stores a thread caches a snapshot of; checks of more stores
+/// on one thread take the plain load. A fixed array: caching never
+/// allocates.
+const CACHED_STORES: usize = 4;
+
+/// One store's entry in a thread's cache.
+struct Cached {
+    id: u64,
+    /// Whether the store still exists: entries of dropped stores go when
+    /// the thread next caches a store.
+    store: Weak<Shared>,
+    snapshot: arc_swap::Cache<Arc<ArcSwap<Compiled>>, Arc<Compiled>>,
+}
+
+impl Shared {
+    /// Runs `f` on the serving snapshot through this thread's cache of it:
+    /// at most one cached snapshot per thread per store, for up to
+    /// [`CACHED_STORES`] stores. It holds the snapshot (not the store)
+    /// until the thread checks that store again, caches another store in
+    /// its slot after this one was dropped, or exits. A re-entrant call
+    /// (a `Clock` that checks a flag) takes the plain load.
+    #[inline]
+    fn with_current<R>(this: &Arc<Shared>, f: impl Fn(&Compiled) -> R) -> R {
+        let cached = CACHED.try_with(|cell| {
+            let mut slots = cell.try_borrow_mut().ok()?;
+            let index = match slots.iter().position(|c| c.as_ref().is_some_and(|c| c.id == this.id))
+            {
+                Some(index) => index,
+                None => {
+                    // A free slot, or one of a store dropped since.
+                    let free = slots
+                        .iter()
+                        .position(|c| c.as_ref().is_none_or(|c| c.store.strong_count() == 0))?;
+                    slots[free] = Some(Cached {
+                        id: this.id,
+                        store: Arc::downgrade(this),
+                        snapshot: arc_swap::Cache::new(this.current.clone()),
+                    });
+                    free
+                }
+            };
+            let cached = slots.get_mut(index)?.as_mut()?;
+            Some(f(cached.snapshot.load()))
+        });
+        match cached {
+            Ok(Some(result)) => result,
+            _ => f(&this.current.load()),
+        }
+    }
 }
 
 /// A flag and a condition variable: how a background thread is told to stop.
@@ -182,7 +244,7 @@ impl FlagStore {
         let empty = Compiled::empty(id, writer.clock.clone());
         let shared = Shared {
             id,
-            current: ArcSwap::from_pointee(empty),
+            current: Arc::new(ArcSwap::from_pointee(empty)),
             writer: Mutex::new(writer),
             listeners: Mutex::default(),
             guard_thread: Mutex::default(),
@@ -568,15 +630,13 @@ impl FlagStore {
     /// Whether `flag` is on for `ctx`.
     #[inline]
     pub fn is_enabled(&self, flag: &str, ctx: &Context<'_>) -> bool {
-        let current = self.shared.current.load();
-        current.is_enabled(current.lookup(flag), ctx)
+        Shared::with_current(&self.shared, |current| current.is_enabled(current.lookup(flag), ctx))
     }
 
     /// Whether `flag` is on for `ctx`, its variant, and why.
     #[inline]
     pub fn evaluate(&self, flag: &str, ctx: &Context<'_>) -> Evaluation<'_> {
-        let current = self.shared.current.load();
-        current.evaluate(current.lookup(flag), ctx)
+        Shared::with_current(&self.shared, |current| current.evaluate(current.lookup(flag), ctx))
     }
 
     /// The migration step `ctx` is at for the migration flag `flag`
@@ -602,8 +662,7 @@ impl FlagStore {
     /// ```
     #[inline]
     pub fn migration_step(&self, flag: &str, ctx: &Context<'_>) -> MigrationStep {
-        let current = self.shared.current.load();
-        current.migration(current.lookup(flag), ctx).1
+        Shared::with_current(&self.shared, |current| current.migration(current.lookup(flag), ctx).1)
     }
 
     /// The variant of `flag` for `ctx`: `None` unless the context is exposed
@@ -667,8 +726,9 @@ impl FlagStore {
 
     #[inline]
     fn value_of(&self, flag: &str, ctx: &Context<'_>) -> Option<&'static serde_json::Value> {
-        let current = self.shared.current.load();
-        current.evaluate(current.lookup(flag), ctx).value
+        Shared::with_current(&self.shared, |current| {
+            current.evaluate(current.lookup(flag), ctx).value
+        })
     }
 
     /// The serving config, held for as long as the snapshot lives: every
@@ -1150,15 +1210,13 @@ impl FlagHandle {
     /// Whether the flag is on for `ctx`.
     #[inline]
     pub fn is_enabled(&self, ctx: &Context<'_>) -> bool {
-        let current = self.shared.current.load();
-        current.is_enabled(self.flag_in(&current), ctx)
+        Shared::with_current(&self.shared, |current| current.is_enabled(self.flag_in(current), ctx))
     }
 
     /// Whether the flag is on for `ctx`, its variant, and why.
     #[inline]
     pub fn evaluate(&self, ctx: &Context<'_>) -> Evaluation<'_> {
-        let current = self.shared.current.load();
-        current.evaluate(self.flag_in(&current), ctx)
+        Shared::with_current(&self.shared, |current| current.evaluate(self.flag_in(current), ctx))
     }
 
     /// The variant of the flag for `ctx`.
@@ -1170,8 +1228,9 @@ impl FlagHandle {
     /// The migration step of `ctx`, as [`FlagStore::migration_step`].
     #[inline]
     pub fn migration_step(&self, ctx: &Context<'_>) -> MigrationStep {
-        let current = self.shared.current.load();
-        current.migration(self.flag_in(&current), ctx).1
+        Shared::with_current(&self.shared, |current| {
+            current.migration(self.flag_in(current), ctx).1
+        })
     }
 
     /// A migrator's decision for `ctx`: the snapshot it was taken in (so
@@ -1229,8 +1288,9 @@ impl FlagHandle {
 
     #[inline]
     fn value_of(&self, ctx: &Context<'_>) -> Option<&'static serde_json::Value> {
-        let current = self.shared.current.load();
-        current.evaluate(self.flag_in(&current), ctx).value
+        Shared::with_current(&self.shared, |current| {
+            current.evaluate(self.flag_in(current), ctx).value
+        })
     }
 
     /// Whether the flag is on for `ctx` in a given snapshot: many flags of

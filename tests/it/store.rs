@@ -232,3 +232,47 @@ fn errors_are_matchable_by_kind_with_their_versions() {
     let stale = store.apply_json(r#"{ "version": 3 }"#).expect_err("stale").to_string();
     assert!(!stale.contains("rollback()"), "a rollback does not lower the mark: {stale}");
 }
+
+/// Issue 17: checks by key and by handle read a per-thread cached
+/// snapshot. The cache never keeps the store itself alive, sees every
+/// swap at once, and a thread checking more stores than it caches still
+/// answers right.
+#[test]
+fn the_per_thread_snapshot_cache_follows_swaps_and_never_keeps_a_store() {
+    let doc = |version: u64, on: bool| {
+        format!(r#"{{ "version": {version}, "flags": {{ "f": {{ "enabled": {on} }} }} }}"#)
+    };
+    let ctx = Context::new().user("u");
+
+    // A dropped store goes, listeners and all, though this thread cached it.
+    let sentinel = std::sync::Arc::new(());
+    let store = FlagStore::from_json(doc(1, true)).expect("valid");
+    let held = sentinel.clone();
+    store.on_event(move |_| {
+        let _ = &held;
+    });
+    assert!(store.is_enabled("f", &ctx));
+    assert!(store.handle("f").is_enabled(&ctx));
+    assert_eq!(std::sync::Arc::strong_count(&sentinel), 2);
+    drop(store);
+    assert_eq!(std::sync::Arc::strong_count(&sentinel), 1, "a thread's cache kept the store");
+
+    // Every swap is seen by the next check on the same thread.
+    let store = FlagStore::from_json(doc(1, true)).expect("valid");
+    let handle = store.handle("f");
+    for version in 2..50u64 {
+        let on = version % 2 == 0;
+        store.apply_json(doc(version, on)).expect("applied");
+        assert_eq!(store.is_enabled("f", &ctx), on, "by key at version {version}");
+        assert_eq!(handle.is_enabled(&ctx), on, "by handle at version {version}");
+    }
+
+    // More stores than a thread caches: each still answers for itself.
+    let stores: Vec<FlagStore> =
+        (0..9).map(|i| FlagStore::from_json(doc(1, i % 3 == 0)).expect("valid")).collect();
+    for _ in 0..3 {
+        for (i, s) in stores.iter().enumerate() {
+            assert_eq!(s.is_enabled("f", &ctx), i % 3 == 0, "store {i}");
+        }
+    }
+}
