@@ -143,10 +143,11 @@ struct Floor {
 }
 
 type FloorMap = foldhash::HashMap<Box<str>, (u64, u32)>;
+type FloorCache = arc_swap::Cache<Arc<ArcSwap<FloorMap>>, Arc<FloorMap>>;
 
 thread_local! {
     /// `floor_cached`'s per-thread snapshot of one floor's map.
-    static FLOOR_CACHE: std::cell::RefCell<Option<arc_swap::Cache<Arc<ArcSwap<FloorMap>>, Arc<FloorMap>>>> =
+    static FLOOR_CACHE: std::cell::RefCell<Option<FloorCache>> =
         const { std::cell::RefCell::new(None) };
 }
 
