@@ -1233,23 +1233,26 @@ impl FlagHandle {
         })
     }
 
-    /// A migrator's decision for `ctx`: the snapshot it was taken in (so
-    /// outcomes count against the config that decided), the reason and
-    /// the step.
-    pub(crate) fn migration_decision(&self, ctx: &Context<'_>) -> MigrationDecision {
-        // A guard, not a reference count: holding it across the stores'
-        // calls blocks no writer, and the snapshot's cache line is not
-        // bounced between cores.
-        let compiled = self.shared.current.load();
-        let slot = (compiled.store_id == self.shared.id && compiled.slot_epoch >= self.slot.epoch)
-            .then_some(self.slot.slot);
-        let index = compiled.index_of(slot, &self.slot.key);
-        let found = match index.and_then(|i| compiled.flags.get(i)) {
-            Some(flag) => Ok(flag),
-            None => self.flag_in(&compiled),
-        };
-        let (reason, step) = compiled.migration(found, ctx);
-        MigrationDecision { compiled, index, reason, step }
+    /// Runs a migrator's operation `f` on its decision for `ctx`, in the
+    /// snapshot that decided (this thread's cached one, so outcomes count
+    /// against the config that decided and no reference count moves).
+    pub(crate) fn with_migration_decision<R>(
+        &self,
+        ctx: &Context<'_>,
+        f: impl Fn(&MigrationDecision<'_>) -> R,
+    ) -> R {
+        Shared::with_current(&self.shared, |compiled| {
+            let slot = (compiled.store_id == self.shared.id
+                && compiled.slot_epoch >= self.slot.epoch)
+                .then_some(self.slot.slot);
+            let index = compiled.index_of(slot, &self.slot.key);
+            let found = match index.and_then(|i| compiled.flags.get(i)) {
+                Some(flag) => Ok(flag),
+                None => self.flag_in(compiled),
+            };
+            let (reason, step) = compiled.migration(found, ctx);
+            f(&MigrationDecision { compiled, index, reason, step })
+        })
     }
 
     /// The flag's value for `ctx` as a boolean (see [`FlagStore::bool_value`]).
@@ -1332,15 +1335,15 @@ impl FlagHandle {
 
 /// What a [`Migrator`](crate::migration::Migrator) decided for one
 /// operation, and where to count what came of it.
-pub(crate) struct MigrationDecision {
-    compiled: arc_swap::Guard<Arc<Compiled>>,
+pub(crate) struct MigrationDecision<'c> {
+    compiled: &'c Compiled,
     /// The flag's index in the snapshot; `None` when it has no such flag.
     index: Option<usize>,
     pub(crate) reason: crate::Reason<'static>,
     pub(crate) step: MigrationStep,
 }
 
-impl MigrationDecision {
+impl MigrationDecision<'_> {
     fn flag(&self) -> Option<&Flag> {
         self.compiled.flags.get(self.index?)
     }

@@ -244,7 +244,15 @@ impl<R, W, T, U, E> Migrator<R, W, T, U, E> {
     /// the first succeeded and the step writes both. Returns the
     /// authoritative store's result.
     pub fn write(&self, ctx: &Context<'_>, input: &W) -> Result<U, E> {
-        let decision = self.handle.migration_decision(ctx);
+        self.handle.with_migration_decision(ctx, |decision| self.write_as(decision, ctx, input))
+    }
+
+    fn write_as(
+        &self,
+        decision: &MigrationDecision<'_>,
+        ctx: &Context<'_>,
+        input: &W,
+    ) -> Result<U, E> {
         let step = decision.step;
         let clock = Clock::start(self.time_every);
         let (first, second) = if step.new_is_authoritative() {
@@ -266,7 +274,7 @@ impl<R, W, T, U, E> Migrator<R, W, T, U, E> {
                 counts.call(step, second.0, Operation::Write, failed, other_took);
             }
         }
-        self.record(&decision, ctx, result.is_err(), took);
+        self.record(decision, ctx, result.is_err(), took);
         result
     }
 
@@ -274,7 +282,7 @@ impl<R, W, T, U, E> Migrator<R, W, T, U, E> {
     /// and latency evidence) and outcome counts, when it has a guard.
     fn record(
         &self,
-        decision: &MigrationDecision,
+        decision: &MigrationDecision<'_>,
         ctx: &Context<'_>,
         failed: bool,
         took: Option<Duration>,
@@ -299,7 +307,15 @@ where
     /// compared; a mismatch is counted, and is evidence for the flag's
     /// guard (`max_mismatch_rate`).
     pub fn read(&self, ctx: &Context<'_>, input: &R) -> Result<T, E> {
-        let decision = self.handle.migration_decision(ctx);
+        self.handle.with_migration_decision(ctx, |decision| self.read_as(decision, ctx, input))
+    }
+
+    fn read_as(
+        &self,
+        decision: &MigrationDecision<'_>,
+        ctx: &Context<'_>,
+        input: &R,
+    ) -> Result<T, E> {
         let step = decision.step;
         let clock = Clock::start(self.time_every);
         if !step.compares() {
@@ -313,7 +329,7 @@ where
             if let Some(counts) = decision.counts() {
                 counts.call(step, origin, Operation::Read, result.is_err(), took);
             }
-            self.record(&decision, ctx, result.is_err(), took);
+            self.record(decision, ctx, result.is_err(), took);
             return result;
         }
         let ((old, old_took), (new, new_took)) = match self.order {
@@ -354,7 +370,7 @@ where
         }
         let (result, took) =
             if step.new_is_authoritative() { (new, new_took) } else { (old, old_took) };
-        self.record(&decision, ctx, result.is_err(), took);
+        self.record(decision, ctx, result.is_err(), took);
         result
     }
 }
