@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 
 use super::ControlGroup;
-use super::metrics::{LATENCY_BOUNDS, Metrics};
+use super::metrics::{LATENCY_BOUNDS, Latency, Metrics};
 
 /// The `Content-Type` of [`Metrics::to_prometheus`]'s text (the exposition
 /// format 0.0.4), for a `/metrics` handler to send.
@@ -77,6 +77,24 @@ impl Family {
     fn push(&mut self, suffix: &'static str, labels: Vec<(&'static str, String)>, value: Value) {
         self.samples.push(Sample { suffix, labels, value });
     }
+
+    /// A histogram's series: cumulative `_bucket`s with `le`, the `_sum`
+    /// in seconds, the `_count`.
+    fn histogram(&mut self, labels: &[(&'static str, String)], latency: &Latency) {
+        let mut cumulative = 0u64;
+        for (i, n) in latency.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = match LATENCY_BOUNDS.get(i) {
+                Some(bound) => bound.as_secs_f64().to_string(),
+                None => "+Inf".to_owned(),
+            };
+            let mut bucket = labels.to_vec();
+            bucket.push(("le", le));
+            self.push("_bucket", bucket, Value::Count(cumulative));
+        }
+        self.push("_sum", labels.to_vec(), Value::Real(latency.sum.as_secs_f64()));
+        self.push("_count", labels.to_vec(), Value::Count(cumulative));
+    }
 }
 
 fn flag_stage(flag: &str, stage: &str) -> Vec<(&'static str, String)> {
@@ -120,20 +138,7 @@ impl Metrics {
             if o.latency.count() == 0 {
                 continue;
             }
-            let mut cumulative = 0u64;
-            for (i, n) in o.latency.buckets.iter().enumerate() {
-                cumulative += n;
-                let le = match LATENCY_BOUNDS.get(i) {
-                    Some(bound) => bound.as_secs_f64().to_string(),
-                    None => "+Inf".to_owned(),
-                };
-                let mut labels = flag_stage(&o.flag, o.stage);
-                labels.push(("le", le));
-                latency.push("_bucket", labels, Value::Count(cumulative));
-            }
-            let sum = Value::Real(o.latency.sum.as_secs_f64());
-            latency.push("_sum", flag_stage(&o.flag, o.stage), sum);
-            latency.push("_count", flag_stage(&o.flag, o.stage), Value::Count(cumulative));
+            latency.histogram(&flag_stage(&o.flag, o.stage), &o.latency);
         }
 
         let mut units = Family::new(
@@ -235,20 +240,7 @@ impl Metrics {
                     labels.push(("operation", operation.to_owned()));
                     operations.push("", labels.clone(), Value::Count(count.calls));
                     operation_errors.push("", labels.clone(), Value::Count(count.errors));
-                    let mut cumulative = 0u64;
-                    for (i, n) in count.latency.buckets.iter().enumerate() {
-                        cumulative += n;
-                        let le = match LATENCY_BOUNDS.get(i) {
-                            Some(bound) => bound.as_secs_f64().to_string(),
-                            None => "+Inf".to_owned(),
-                        };
-                        let mut bucket = labels.clone();
-                        bucket.push(("le", le));
-                        operation_latency.push("_bucket", bucket, Value::Count(cumulative));
-                    }
-                    let sum = Value::Real(count.latency.sum.as_secs_f64());
-                    operation_latency.push("_sum", labels.clone(), sum);
-                    operation_latency.push("_count", labels, Value::Count(cumulative));
+                    operation_latency.histogram(&labels, &count.latency);
                 }
             }
             if m.comparisons > 0 {
