@@ -773,16 +773,6 @@ impl Compiled {
         }
     }
 
-    /// The index in `flags` of the flag by slot or, failing that, by key.
-    #[inline]
-    pub(crate) fn index_of(&self, slot: Option<u32>, key: &str) -> Option<usize> {
-        let index = match slot.and_then(|s| self.by_slot.get(s as usize)) {
-            Some(&index) => index,
-            None => *self.by_name.get(key)?,
-        };
-        ((index as usize) < self.flags.len()).then_some(index as usize)
-    }
-
     /// The flag by slot, or the `unknown` counter to count a miss in.
     #[inline]
     pub(crate) fn lookup_slot(&self, slot: u32) -> Result<&Flag, u32> {

@@ -587,10 +587,11 @@ impl FlagStore {
     /// ```
     #[inline]
     pub fn record(&self, flag: &str, ctx: &Context<'_>, outcome: Outcome) {
-        let current = self.shared.current.load();
-        if let Ok(flag) = current.lookup(flag) {
-            current.record(flag, ctx, outcome);
-        }
+        Shared::with_current(&self.shared, |current| {
+            if let Ok(flag) = current.lookup(flag) {
+                current.record(flag, ctx, outcome);
+            }
+        })
     }
 
     /// The store's counts so far: evaluations per flag × stage × variant,
@@ -1242,16 +1243,9 @@ impl FlagHandle {
         f: impl Fn(&MigrationDecision<'_>) -> R,
     ) -> R {
         Shared::with_current(&self.shared, |compiled| {
-            let slot = (compiled.store_id == self.shared.id
-                && compiled.slot_epoch >= self.slot.epoch)
-                .then_some(self.slot.slot);
-            let index = compiled.index_of(slot, &self.slot.key);
-            let found = match index.and_then(|i| compiled.flags.get(i)) {
-                Some(flag) => Ok(flag),
-                None => self.flag_in(compiled),
-            };
+            let found = self.flag_in(compiled);
             let (reason, step) = compiled.migration(found, ctx);
-            f(&MigrationDecision { compiled, index, reason, step })
+            f(&MigrationDecision { compiled, flag: found.ok(), reason, step })
         })
     }
 
@@ -1314,10 +1308,11 @@ impl FlagHandle {
     /// Counts an outcome of the flag for `ctx`, as [`FlagStore::record`].
     #[inline]
     pub fn record(&self, ctx: &Context<'_>, outcome: Outcome) {
-        let current = self.shared.current.load();
-        if let Ok(flag) = self.flag_in(&current) {
-            current.record(flag, ctx, outcome);
-        }
+        Shared::with_current(&self.shared, |current| {
+            if let Ok(flag) = self.flag_in(current) {
+                current.record(flag, ctx, outcome);
+            }
+        })
     }
 
     #[inline]
@@ -1337,22 +1332,18 @@ impl FlagHandle {
 /// operation, and where to count what came of it.
 pub(crate) struct MigrationDecision<'c> {
     compiled: &'c Compiled,
-    /// The flag's index in the snapshot; `None` when it has no such flag.
-    index: Option<usize>,
+    /// The flag in that snapshot; `None` when it has no such flag.
+    flag: Option<&'c Flag>,
     pub(crate) reason: crate::Reason<'static>,
     pub(crate) step: MigrationStep,
 }
 
 impl MigrationDecision<'_> {
-    fn flag(&self) -> Option<&Flag> {
-        self.compiled.flags.get(self.index?)
-    }
-
     /// The counts of the group the context fell in (none for a flag the
     /// snapshot lacks, or one that is not a migration).
     #[inline]
     pub(crate) fn counts(&self) -> Option<&crate::migration::counts::StageCounts> {
-        Some(self.flag()?.migration_counts.as_deref()?.of(self.reason))
+        Some(self.flag?.migration_counts.as_deref()?.of(self.reason))
     }
 
     /// Counts the operation's outcome as the flag's, in the decided group,
@@ -1360,7 +1351,7 @@ impl MigrationDecision<'_> {
     /// the migration counts say all the outcome counts would).
     #[inline]
     pub(crate) fn record(&self, ctx: &Context<'_>, outcome: Outcome) {
-        if let Some(flag) = self.flag().filter(|f| f.guard.is_some()) {
+        if let Some(flag) = self.flag.filter(|f| f.guard.is_some()) {
             self.compiled.record_decided(flag, self.reason, ctx, outcome);
         }
     }
@@ -1369,7 +1360,7 @@ impl MigrationDecision<'_> {
     /// context is in the stage the guard watches.
     #[inline]
     pub(crate) fn record_comparison(&self, mismatched: bool) {
-        let Some(flag) = self.flag() else { return };
+        let Some(flag) = self.flag else { return };
         if let (Some(guard), crate::Reason::Stage { index, .. }) = (&flag.guard, self.reason)
             && guard.watching() == Some(index)
         {

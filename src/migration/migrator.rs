@@ -262,11 +262,7 @@ impl<R, W, T, U, E> Migrator<R, W, T, U, E> {
         };
         let result = (first.1)(input);
         let took = clock.lap();
-        let writes_second = match second.0 {
-            Origin::Old => step.writes_old(),
-            Origin::New => step.writes_new(),
-        };
-        let other = (result.is_ok() && writes_second).then(|| (second.1)(input).is_err());
+        let other = (result.is_ok() && step.writes(second.0)).then(|| (second.1)(input).is_err());
         let other_took = clock.lap();
         if let Some(counts) = decision.counts() {
             counts.call(step, first.0, Operation::Write, result.is_err(), took);

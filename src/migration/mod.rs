@@ -106,6 +106,14 @@ impl MigrationStep {
         !matches!(self, MigrationStep::Off)
     }
 
+    /// Whether `origin`'s store gets this step's writes.
+    pub const fn writes(self, origin: Origin) -> bool {
+        match origin {
+            Origin::Old => self.writes_old(),
+            Origin::New => self.writes_new(),
+        }
+    }
+
     /// Whether the new store answers (is authoritative): `live`,
     /// `rampdown`, `complete`.
     pub const fn new_is_authoritative(self) -> bool {
