@@ -199,11 +199,12 @@ fn a_watch_behind_a_compaction_reads_again_and_resumes() {
     };
     let dir = tempfile::tempdir().expect("dir");
     assert!(publish(&etcd, dir.path(), 1, None, &[]).status.success());
-    // A slow listener holds the updater's thread for 3 s after it applies
-    // version 1: meanwhile versions move on and are compacted away, so its
-    // watch starts from a revision that is gone.
-    let slow = Arc::new(Mutex::new(true));
-    let gate = slow.clone();
+    // A slow listener holds the updater's thread after it applies version
+    // 1 until versions have moved on and been compacted away, so its watch
+    // starts from a revision that is gone. (Released by the test, not by a
+    // timer: a loaded machine may take seconds to publish.)
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Mutex::new(Some(released));
     let events = Events::default();
     let record = events.record();
     let store = Arc::new(FlagStore::new());
@@ -213,14 +214,14 @@ fn a_watch_behind_a_compaction_reads_again_and_resumes() {
         .on_event(move |e| {
             record(e);
             if matches!(e, flagstone::UpdateEvent::Applied { version: 1, .. })
-                && std::mem::replace(&mut *gate.lock().expect("not poisoned"), false)
+                && let Some(gate) = released.lock().expect("not poisoned").take()
             {
-                std::thread::sleep(Duration::from_secs(3));
+                let _ = gate.recv_timeout(Duration::from_secs(30));
             }
         })
-        .start_and_wait()
+        .start()
         .expect("start");
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_for(Duration::from_secs(10), || store.version() == 1), "{:?}", events.all());
     for version in 2..=5 {
         assert!(publish(&etcd, dir.path(), version, None, &[]).status.success());
     }
@@ -229,6 +230,7 @@ fn a_watch_behind_a_compaction_reads_again_and_resumes() {
     let revision = status[0]["Status"]["header"]["revision"].as_i64().expect("revision");
     let compacted = etcd.etcdctl(&["compaction", &revision.to_string()]);
     assert!(compacted.status.success(), "{}", text(&compacted));
+    let _ = release.send(());
     assert!(wait_for(Duration::from_secs(15), || store.version() == 5), "{:?}", events.all());
     assert!(
         events.contains("compacted"),
