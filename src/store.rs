@@ -1237,6 +1237,7 @@ impl FlagHandle {
     /// Runs a migrator's operation `f` on its decision for `ctx`, in the
     /// snapshot that decided (this thread's cached one, so outcomes count
     /// against the config that decided and no reference count moves).
+    #[inline]
     pub(crate) fn with_migration_decision<R>(
         &self,
         ctx: &Context<'_>,
@@ -1344,6 +1345,17 @@ impl MigrationDecision<'_> {
     #[inline]
     pub(crate) fn counts(&self) -> Option<&crate::migration::counts::StageCounts> {
         Some(self.flag?.migration_counts.as_deref()?.of(self.reason))
+    }
+
+    /// One operation in how many to time: every one when the flag's guard
+    /// judges latency (its evidence is worth the clock reads), else
+    /// `every`, the migrator's sampling.
+    #[inline]
+    pub(crate) fn time_every(&self, every: u32) -> u32 {
+        match self.flag.and_then(|f| f.guard.as_ref()) {
+            Some(guard) if guard.judges_latency() => 1,
+            _ => every,
+        }
     }
 
     /// Counts the operation's outcome as the flag's, in the decided group,

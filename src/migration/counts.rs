@@ -35,7 +35,8 @@ pub(crate) struct StageCounts {
 }
 
 impl StageCounts {
-    /// Counts one call of one side; its latency when it was timed.
+    /// Counts one call of the authoritative side; its latency when it was
+    /// timed.
     #[inline]
     pub(crate) fn call(
         &self,
@@ -45,8 +46,35 @@ impl StageCounts {
         failed: bool,
         took: Option<Duration>,
     ) {
-        let side = &self.steps[step.index()].sides[origin as usize][operation as usize];
+        let side = self.side(step, origin, operation);
         side.calls.fetch_add(1, Ordering::Relaxed);
+        self.fail_and_time(side, failed, took);
+    }
+
+    /// Counts the other side's call of an operation whose authoritative
+    /// call was counted. Its calls are not counted but derived when read
+    /// ([`Registry::read`]): a compared read calls both stores, and a
+    /// write calls the other store exactly when the authoritative one
+    /// succeeded. One atomic add less per dual operation.
+    #[inline]
+    pub(crate) fn followed(
+        &self,
+        step: MigrationStep,
+        origin: Origin,
+        operation: Operation,
+        failed: bool,
+        took: Option<Duration>,
+    ) {
+        self.fail_and_time(self.side(step, origin, operation), failed, took);
+    }
+
+    #[inline]
+    fn side(&self, step: MigrationStep, origin: Origin, operation: Operation) -> &SideCounts {
+        &self.steps[step.index()].sides[origin as usize][operation as usize]
+    }
+
+    #[inline]
+    fn fail_and_time(&self, side: &SideCounts, failed: bool, took: Option<Duration>) {
         if failed {
             side.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -149,7 +177,7 @@ impl Registry {
                     };
                     OriginCount { reads: read(Operation::Read), writes: read(Operation::Write) }
                 };
-                let count = MigrationCount {
+                let mut count = MigrationCount {
                     flag: flag.to_string(),
                     stage,
                     step,
@@ -158,6 +186,7 @@ impl Registry {
                     comparisons: c.comparisons.load(Ordering::Relaxed),
                     mismatches: c.mismatches.load(Ordering::Relaxed),
                 };
+                count.derive_followed_calls();
                 if !count.is_empty() {
                     out.push(count);
                 }
@@ -233,6 +262,26 @@ impl MigrationCount {
         match origin {
             Origin::Old => &self.old,
             Origin::New => &self.new,
+        }
+    }
+
+    /// The calls of the side that is not authoritative, which
+    /// [`StageCounts::followed`] does not count: as many reads as the
+    /// authoritative side's where the step compares, and as many writes as
+    /// the authoritative side's that succeeded where it writes both.
+    fn derive_followed_calls(&mut self) {
+        let (authoritative, other) = if self.step.new_is_authoritative() {
+            (&self.new, &mut self.old)
+        } else {
+            (&self.old, &mut self.new)
+        };
+        let other_origin = if self.step.new_is_authoritative() { Origin::Old } else { Origin::New };
+        if self.step.compares() {
+            other.reads.calls = authoritative.reads.calls;
+        }
+        if self.step.writes(other_origin) {
+            other.writes.calls =
+                authoritative.writes.calls.saturating_sub(authoritative.writes.errors);
         }
     }
 

@@ -244,6 +244,12 @@ impl GuardState {
 
     /// The stage index the guard watches, if any.
     #[inline]
+    /// Whether the guard judges latency (and so wants every operation
+    /// a migrator runs timed).
+    pub(crate) fn judges_latency(&self) -> bool {
+        self.latency.is_some()
+    }
+
     pub(crate) fn watching(&self) -> Option<usize> {
         let w = self.watching.load(Ordering::Relaxed);
         (w != u32::MAX).then_some(w as usize)

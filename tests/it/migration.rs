@@ -266,6 +266,11 @@ fn each_step_reads_and_writes_what_it_says_and_returns_the_authoritative_answer(
                 (u64::from(reads_old), u64::from(reads_new)),
                 "{step}"
             );
+            assert_eq!(
+                (count.old.writes.calls, count.new.writes.calls),
+                (u64::from(writes_old), u64::from(writes_new)),
+                "{step}"
+            );
             let compared = u64::from(reads_old && reads_new);
             assert_eq!((count.comparisons, count.mismatches), (compared, compared), "{step}");
         }
@@ -290,9 +295,15 @@ fn the_other_side_failing_never_fails_the_call_and_the_authoritative_failing_ski
     stores.fail_old.store(1, Ordering::Relaxed);
     assert_eq!(m.write(&ctx, &(2, "b".into())), Err("old down".to_owned()));
     assert!(!stores.new.lock().unwrap().contains_key(&2), "new got a write old refused");
+    // The other side's calls are derived (not counted per call): both
+    // reads, and only the writes the authoritative side took.
+    let metrics = store.metrics();
+    let count = metrics.migration_of("m", "now", MigrationStep::Shadow).expect("counted");
+    let writes = |o: &flagstone::migration::OperationCount| (o.calls, o.errors);
+    assert_eq!((writes(&count.old.writes), writes(&count.new.writes)), ((2, 1), (1, 1)));
+    assert_eq!((count.old.reads.calls, count.new.reads.calls), (1, 1));
     // The flag's own outcome counts (its guard's evidence) see the
     // authoritative side.
-    let metrics = store.metrics();
     let outcomes = metrics.outcomes_of("m", "now").expect("recorded");
     assert_eq!((outcomes.errors, outcomes.successes), (1, 2));
     assert_eq!(m.step(&ctx), MigrationStep::Shadow);
@@ -374,4 +385,40 @@ fn lint_takes_a_migration_covering_its_cohorts_again_as_intended() {
     let config = Config::from_json(config(1, Some(STAGES.len() - 1))).expect("valid");
     let warnings = flagstone::lint::lint(&config, 0);
     assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
+#[test]
+fn latency_is_sampled_unless_the_flags_guard_judges_latency() {
+    let timed = |guard: &str| {
+        let config = format!(
+            r#"{{ "version": 1, "flags": {{ "m": {{ "enabled": true, "migration": true,
+            "stages": [ {{ "name": "dual", "step": "dualwrite" }}, {{ "name": "now", "step": "shadow" }} ],
+            "stage": "now", "guard": {guard} }} }} }}"#
+        );
+        let store = Arc::new(FlagStore::from_json(config).expect("valid"));
+        let (_, m) = maps(&store, Order::OldFirst);
+        // On a thread of its own: the sampling counts per thread.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ctx = Context::new().user("u");
+                for i in 0..100 {
+                    m.write(&ctx, &(i, "x".to_owned())).expect("written");
+                }
+                for i in 0..100 {
+                    m.read(&ctx, &i).expect("read");
+                }
+            });
+        });
+        let metrics = store.metrics();
+        let count = metrics.migration_of("m", "now", MigrationStep::Shadow).expect("counted");
+        let samples = |o: &flagstone::migration::OperationCount| o.latency.count();
+        assert_eq!((count.old.writes.calls, count.new.reads.calls), (100, 100));
+        [&count.old.reads, &count.new.reads, &count.old.writes, &count.new.writes].map(samples)
+    };
+    // One operation in 64 per thread by default: this thread's 1st and
+    // 65th (writes), then its 129th and 193rd (reads).
+    assert_eq!(timed(r#"{ "max_error_ratio": 2 }"#), [2, 2, 2, 2]);
+    // A guard that judges latency gets every operation's.
+    let judged = timed(r#"{ "latency": { "quantile": 0.99, "max_ratio": 2 } }"#);
+    assert_eq!(judged, [100, 100, 100, 100]);
 }
