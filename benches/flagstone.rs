@@ -21,6 +21,8 @@
 //!   per-thread counters on (the default) and off (`without_metrics`); and
 //!   `record`. Then the same flag checked by 1 and by 2 threads at once
 //!   with counting on: the time per check per thread should barely move.
+//! - `request`: a request checking 10 flags through one per-request
+//!   snapshot, by key and by handle, on 1 and on 2 threads at once.
 //! - `apply`: parse + validate + compile + swap of 100, 1,000 and 10,000
 //!   flags, each with 5 stages and 3 cohorts, against Unleash's
 //!   `take_state` on equivalent documents.
@@ -390,6 +392,71 @@ fn counting(c: &mut Criterion) {
                         .map(|w| w.join().unwrap_or_default())
                         .max()
                         .unwrap_or_default()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Per-thread time of `iters` runs of `work` on `threads` threads at once
+/// (the slowest thread's wall time), each thread with its own index.
+fn on_threads(threads: usize, iters: u64, work: impl Fn(usize, u64) + Sync) -> Duration {
+    let start = std::sync::Barrier::new(threads);
+    thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (start, work) = (&start, &work);
+                s.spawn(move || {
+                    start.wait();
+                    let began = Instant::now();
+                    work(t, iters);
+                    began.elapsed()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_default()).max().unwrap_or_default()
+    })
+}
+
+/// A request checking 10 flags through one per-request snapshot, by key
+/// and by handle, on 1 and on 2 threads at once: the per-thread time
+/// should barely move (the snapshot must not bounce a shared line).
+fn request(c: &mut Criterion) {
+    let mut group = c.benchmark_group("request");
+    let store = FlagStore::from_json(config(100)).expect("valid");
+    let keys: Vec<String> = (0..10)
+        .map(|i| match i {
+            0 => "a-rollout".to_owned(),
+            1 => "b-staged".to_owned(),
+            2 => "c-killed".to_owned(),
+            _ => format!("filler-{}", i * 7),
+        })
+        .collect();
+    let handles: Vec<_> = keys.iter().map(|k| store.handle(k)).collect();
+    let users: Vec<Context<'_>> = USERS.iter().map(|u| Context::new().user(u)).collect();
+    for threads in [1, 2] {
+        group.bench_function(BenchmarkId::new("by_key_threads", threads), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |t, iters| {
+                    for n in 0..iters {
+                        let ctx = &users[(n as usize + t) % users.len()];
+                        let snap = store.snapshot();
+                        black_box(
+                            keys.iter().filter(|k| snap.is_enabled(black_box(k), ctx)).count(),
+                        );
+                    }
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("by_handle_threads", threads), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |t, iters| {
+                    for n in 0..iters {
+                        let ctx = &users[(n as usize + t) % users.len()];
+                        let snap = store.snapshot();
+                        black_box(handles.iter().filter(|h| h.is_enabled_in(&snap, ctx)).count());
+                    }
                 })
             })
         });
@@ -803,5 +870,7 @@ fn migration(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, floor, hot_path, counting, operators, peers, contended, apply, migration);
+criterion_group!(
+    benches, floor, hot_path, counting, request, operators, peers, contended, apply, migration
+);
 criterion_main!(benches);

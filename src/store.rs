@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::eval::Evaluation;
 use crate::explain::Explanation;
 use crate::migration::MigrationStep;
+use crate::observe::counters;
 use crate::observe::guard::Report;
 use crate::observe::{
     ChangeCause, ConfigChange, GuardTrip, Listener, Metrics, Observe, Outcome, StoreEvent, emit,
@@ -90,6 +91,9 @@ struct Shared {
     /// The serving snapshot; in an `Arc` so a thread's cache of it
     /// ([`Shared::with_current`]) need not keep the rest of the store.
     current: Arc<ArcSwap<Compiled>>,
+    /// The serving snapshot's pins, swapped in just before it: what
+    /// [`FlagStore::snapshot`] hands out.
+    pins: Arc<ArcSwap<Pins>>,
     writer: Mutex<Writer>,
     listeners: Mutex<Vec<(u64, Listener)>>,
     /// The guard thread's stop signal, once it runs.
@@ -116,6 +120,38 @@ struct Cached {
     /// the thread next caches a store.
     store: Weak<Shared>,
     snapshot: arc_swap::Cache<Arc<ArcSwap<Compiled>>, Arc<Compiled>>,
+    pins: arc_swap::Cache<Arc<ArcSwap<Pins>>, Arc<Pins>>,
+}
+
+/// A [`Snapshot`]'s hold on a compiled config. Every config has one pin
+/// per counter shard (one per core) and one for the threads beyond them,
+/// each on cache lines of its own, so taking and dropping a snapshot moves
+/// a reference count only the threads of one shard touch, not the
+/// config's, which every core would (and bounce between them).
+#[repr(align(128))]
+struct Pin {
+    compiled: Arc<Compiled>,
+}
+
+/// The pins of one config.
+struct Pins {
+    /// By the shard a thread owns ([`counters::claimed_shard`]).
+    owned: Box<[Arc<Pin>]>,
+    /// For threads that own no shard.
+    overflow: Arc<Pin>,
+}
+
+impl Pins {
+    fn of(compiled: &Arc<Compiled>) -> Self {
+        let pin = || Arc::new(Pin { compiled: compiled.clone() });
+        Pins { owned: (0..counters::shards()).map(|_| pin()).collect(), overflow: pin() }
+    }
+
+    /// This thread's pin.
+    #[inline]
+    fn mine(&self) -> &Arc<Pin> {
+        counters::claimed_shard().and_then(|shard| self.owned.get(shard)).unwrap_or(&self.overflow)
+    }
 }
 
 impl Shared {
@@ -127,31 +163,57 @@ impl Shared {
     /// (a `Clock` that checks a flag) takes the plain load.
     #[inline]
     fn with_current<R>(this: &Arc<Shared>, f: impl Fn(&Compiled) -> R) -> R {
-        let cached = CACHED.try_with(|cell| {
-            let mut slots = cell.try_borrow_mut().ok()?;
-            let index = match slots.iter().position(|c| c.as_ref().is_some_and(|c| c.id == this.id))
-            {
-                Some(index) => index,
-                None => {
-                    // A free slot, or one of a store dropped since.
-                    let free = slots
-                        .iter()
-                        .position(|c| c.as_ref().is_none_or(|c| c.store.strong_count() == 0))?;
-                    slots[free] = Some(Cached {
-                        id: this.id,
-                        store: Arc::downgrade(this),
-                        snapshot: arc_swap::Cache::new(this.current.clone()),
-                    });
-                    free
-                }
-            };
-            let cached = slots.get_mut(index)?.as_mut()?;
-            Some(f(cached.snapshot.load()))
-        });
-        match cached {
-            Ok(Some(result)) => result,
-            _ => f(&this.current.load()),
+        match Self::with_cached(this, |cached| f(cached.snapshot.load())) {
+            Some(result) => result,
+            None => f(&this.current.load()),
         }
+    }
+
+    /// A pin of the serving snapshot, through this thread's cache of the
+    /// pins (as [`Shared::with_current`] caches the snapshot).
+    #[inline]
+    fn pin(this: &Arc<Shared>) -> Arc<Pin> {
+        match Self::with_cached(this, |cached| cached.pins.load().mine().clone()) {
+            Some(pin) => pin,
+            None => this.pins.load().mine().clone(),
+        }
+    }
+
+    /// Runs `f` on this thread's cache entry of the store; `None` when
+    /// the thread has no slot for it or the call is re-entrant.
+    #[inline]
+    fn with_cached<R>(this: &Arc<Shared>, f: impl FnOnce(&mut Cached) -> R) -> Option<R> {
+        CACHED
+            .try_with(|cell| {
+                let mut slots = cell.try_borrow_mut().ok()?;
+                let index =
+                    match slots.iter().position(|c| c.as_ref().is_some_and(|c| c.id == this.id)) {
+                        Some(index) => index,
+                        None => {
+                            // A free slot, or one of a store dropped since.
+                            let free = slots.iter().position(|c| {
+                                c.as_ref().is_none_or(|c| c.store.strong_count() == 0)
+                            })?;
+                            slots[free] = Some(Cached {
+                                id: this.id,
+                                store: Arc::downgrade(this),
+                                snapshot: arc_swap::Cache::new(this.current.clone()),
+                                pins: arc_swap::Cache::new(this.pins.clone()),
+                            });
+                            free
+                        }
+                    };
+                Some(f(slots.get_mut(index)?.as_mut()?))
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Serves `compiled`: its pins first, so a snapshot taken after a check
+    /// saw it is never older.
+    fn serve(&self, compiled: Arc<Compiled>) {
+        self.pins.store(Arc::new(Pins::of(&compiled)));
+        self.current.store(compiled);
     }
 }
 
@@ -241,10 +303,11 @@ impl FlagStore {
             guard_thread: true,
             migrations: crate::migration::Registry::default(),
         };
-        let empty = Compiled::empty(id, writer.clock.clone());
+        let empty = Arc::new(Compiled::empty(id, writer.clock.clone()));
         let shared = Shared {
             id,
-            current: Arc::new(ArcSwap::from_pointee(empty)),
+            pins: Arc::new(ArcSwap::from_pointee(Pins::of(&empty))),
+            current: Arc::new(ArcSwap::new(empty)),
             writer: Mutex::new(writer),
             listeners: Mutex::default(),
             guard_thread: Mutex::default(),
@@ -306,7 +369,7 @@ impl FlagStore {
             Some(applied) => applied.compiled.clone(),
             None => Arc::new(Compiled::empty(self.shared.id, writer.clock.clone())),
         };
-        self.shared.current.store(serving);
+        self.shared.serve(serving);
     }
 
     /// Parses, validates and compiles a JSON config and swaps it in; returns
@@ -373,7 +436,7 @@ impl FlagStore {
         w.newest = Some(w.newest.map_or(version, |n| n.max(version)));
         w.history.push_back(applied.clone());
         let guards = w.guard_thread && applied.compiled.has_guards();
-        self.shared.current.store(applied.compiled);
+        self.shared.serve(applied.compiled);
         drop(writer);
         if guards {
             self.shared.start_guard_thread();
@@ -465,7 +528,7 @@ impl FlagStore {
         if let Some(applied) = w.history.back_mut() {
             applied.compiled = compiled.clone();
         }
-        self.shared.current.store(compiled);
+        self.shared.serve(compiled);
     }
 
     /// Steps back to the previously applied config; returns its version.
@@ -482,7 +545,7 @@ impl FlagStore {
         let previous = writer.history.back().cloned().ok_or_else(Error::no_history)?;
         let version = previous.compiled.version;
         if writer.overrides.is_empty() {
-            self.shared.current.store(previous.compiled);
+            self.shared.serve(previous.compiled);
             drop(writer);
         } else {
             // Overrides set since that config was compiled still hold.
@@ -560,7 +623,7 @@ impl FlagStore {
         back.config = Arc::new(config);
         back.trips.extend(decisions.trips.clone());
         let after = back.config.clone();
-        self.shared.current.store(back.compiled.clone());
+        self.shared.serve(back.compiled.clone());
         drop(writer);
         self.shared.changed(ChangeCause::Guard, Some(&before), &after);
     }
@@ -739,7 +802,7 @@ impl FlagStore {
     /// config alive.
     #[inline]
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot { compiled: self.shared.current.load_full() }
+        Snapshot { pin: Shared::pin(&self.shared) }
     }
 
     /// A handle to `flag`, resolved once: checks through it skip hashing the
@@ -855,7 +918,7 @@ impl Shared {
         let before = std::mem::replace(&mut back.config, Arc::new(config));
         back.compiled = Arc::new(compiled);
         back.trips.insert(trip.flag.clone(), now_serving.map(str::to_owned));
-        self.current.store(back.compiled.clone());
+        self.serve(back.compiled.clone());
         let after = back.config.clone();
         drop(writer);
         trip.version = after.version;
@@ -1013,7 +1076,10 @@ impl fmt::Debug for FlagStore {
 ///
 /// Every check through a snapshot sees the config that was serving when it
 /// was taken, so a request never sees half of one config and half of the
-/// next. Cheap to take (one reference count) and to clone.
+/// next. Cheap to take and to clone: one reference count on a pin of the
+/// config that only the threads of one core's shard touch, so snapshots
+/// taken on many cores at once do not contend. `Send` and `Sync`, and
+/// owned: it can be held across an `.await` and dropped on another thread.
 ///
 /// # Example
 ///
@@ -1030,29 +1096,34 @@ impl fmt::Debug for FlagStore {
 /// ```
 #[derive(Clone)]
 pub struct Snapshot {
-    compiled: Arc<Compiled>,
+    pin: Arc<Pin>,
 }
 
 impl Snapshot {
+    #[inline]
+    fn compiled(&self) -> &Compiled {
+        &self.pin.compiled
+    }
+
     /// The version of this snapshot's config.
     pub fn version(&self) -> u64 {
-        self.compiled.version
+        self.compiled().version
     }
 
     /// Whether this snapshot's config has a flag by that key.
     pub fn contains(&self, flag: &str) -> bool {
-        self.compiled.by_name(flag).is_some()
+        self.compiled().by_name(flag).is_some()
     }
 
     /// The keys of this snapshot's flags, in no particular order.
     pub fn flag_keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.compiled.flags.iter().map(|f| &*f.key)
+        self.compiled().flags.iter().map(|f| &*f.key)
     }
 
     /// Whether `flag` is on for `ctx`.
     #[inline]
     pub fn is_enabled(&self, flag: &str, ctx: &Context<'_>) -> bool {
-        self.compiled.is_enabled(self.compiled.lookup(flag), ctx)
+        self.compiled().is_enabled(self.compiled().lookup(flag), ctx)
     }
 
     /// Counts an outcome of `flag` for `ctx`, as [`FlagStore::record`], in
@@ -1060,15 +1131,15 @@ impl Snapshot {
     /// that served the request, even if a push landed since.
     #[inline]
     pub fn record(&self, flag: &str, ctx: &Context<'_>, outcome: Outcome) {
-        if let Ok(found) = self.compiled.lookup(flag) {
-            self.compiled.record(found, ctx, outcome);
+        if let Ok(found) = self.compiled().lookup(flag) {
+            self.compiled().record(found, ctx, outcome);
         }
     }
 
     /// Whether `flag` is on for `ctx`, its variant, and why.
     #[inline]
     pub fn evaluate(&self, flag: &str, ctx: &Context<'_>) -> Evaluation<'_> {
-        self.compiled.evaluate(self.compiled.lookup(flag), ctx)
+        self.compiled().evaluate(self.compiled().lookup(flag), ctx)
     }
 
     /// The variant of `flag` for `ctx`.
@@ -1081,7 +1152,7 @@ impl Snapshot {
     /// [`FlagStore::migration_step`].
     #[inline]
     pub fn migration_step(&self, flag: &str, ctx: &Context<'_>) -> MigrationStep {
-        self.compiled.migration(self.compiled.lookup(flag), ctx).1
+        self.compiled().migration(self.compiled().lookup(flag), ctx).1
     }
 
     /// The flag's value for `ctx` as a boolean: its variant's value (or
@@ -1138,40 +1209,40 @@ impl Snapshot {
 
     #[inline]
     fn value_of(&self, flag: &str, ctx: &Context<'_>) -> Option<&'static serde_json::Value> {
-        self.compiled.evaluate(self.compiled.lookup(flag), ctx).value
+        self.compiled().evaluate(self.compiled().lookup(flag), ctx).value
     }
 
     /// Why `flag` is on or off for `ctx`, step by step (allocates: for tools
     /// and debugging, not for requests).
     pub fn explain(&self, flag: &str, ctx: &Context<'_>) -> Explanation {
-        self.compiled.explain(flag, ctx)
+        self.compiled().explain(flag, ctx)
     }
 
     /// Whether stage `index` of `flag` has cohorts and whether it has a
     /// percentage, for integrations that name how a stage decided.
     #[cfg_attr(not(feature = "openfeature"), allow(dead_code))]
     pub(crate) fn stage_shape(&self, flag: &str, index: usize) -> Option<(bool, bool)> {
-        let stage = self.compiled.by_name(flag)?.stages.as_deref()?.get(index)?;
+        let stage = self.compiled().by_name(flag)?.stages.as_deref()?.get(index)?;
         Some((!stage.cohorts.is_empty(), stage.threshold != crate::compile::NO_PERCENT))
     }
 
     /// The names of this snapshot's cohorts, in no particular order.
     pub fn cohort_names(&self) -> impl Iterator<Item = &str> + '_ {
-        self.compiled.cohorts.keys().copied()
+        self.compiled().cohorts.keys().copied()
     }
 
     /// Whether `ctx` is in the cohort named `cohort`; `None` when this
     /// config has no such cohort.
     pub fn in_cohort(&self, cohort: &str, ctx: &Context<'_>) -> Option<bool> {
-        self.compiled.cohorts.get(cohort).map(|c| c.matches(ctx))
+        self.compiled().cohorts.get(cohort).map(|c| c.matches(ctx))
     }
 }
 
 impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Snapshot")
-            .field("version", &self.compiled.version)
-            .field("flags", &self.compiled.flags.len())
+            .field("version", &self.compiled().version)
+            .field("flags", &self.compiled().flags.len())
             .finish_non_exhaustive()
     }
 }
@@ -1295,14 +1366,14 @@ impl FlagHandle {
     /// one request, one config, no hashing.
     #[inline]
     pub fn is_enabled_in(&self, snapshot: &Snapshot, ctx: &Context<'_>) -> bool {
-        let compiled = &snapshot.compiled;
+        let compiled = snapshot.compiled();
         compiled.is_enabled(self.flag_in(compiled), ctx)
     }
 
     /// Evaluates the flag for `ctx` in a given snapshot.
     #[inline]
     pub fn evaluate_in<'s>(&self, snapshot: &'s Snapshot, ctx: &Context<'_>) -> Evaluation<'s> {
-        let compiled = &snapshot.compiled;
+        let compiled = snapshot.compiled();
         compiled.evaluate(self.flag_in(compiled), ctx)
     }
 
@@ -1399,6 +1470,41 @@ mod tests {
         assert_send_sync::<Snapshot>();
         assert_send_sync::<FlagHandle>();
         assert_send_sync::<Evaluation<'static>>();
+    }
+
+    /// Snapshots taken by threads running at once hold different pins
+    /// (reference counts on lines of their own), one thread's snapshots
+    /// share its pin, and a swap gives new pins.
+    #[test]
+    fn threads_at_once_take_snapshots_through_pins_of_their_own() {
+        let doc =
+            |v: u64| format!(r#"{{ "version": {v}, "flags": {{ "f": {{ "enabled": true }} }} }}"#);
+        let store = FlagStore::from_json(doc(1)).expect("valid");
+        let pin = |snapshot: &Snapshot| Arc::as_ptr(&snapshot.pin) as usize;
+        let both = std::sync::Barrier::new(2);
+        let pins: Vec<usize> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let (first, again) = (store.snapshot(), store.snapshot());
+                        assert_eq!(pin(&first), pin(&again), "one thread, one pin");
+                        // Both threads alive (each holding its shard) at once.
+                        both.wait();
+                        pin(&first)
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().expect("no panic")).collect()
+        });
+        assert_ne!(pins[0], pins[1], "two threads at once shared a pin");
+        let before = store.snapshot();
+        store.apply_json(doc(2)).expect("valid");
+        let after = store.snapshot();
+        assert_ne!(pin(&before), pin(&after));
+        assert_eq!((before.version(), after.version()), (1, 2));
+        // A snapshot outlives the store.
+        drop(store);
+        assert!(after.is_enabled("f", &Context::new()));
     }
 
     #[test]

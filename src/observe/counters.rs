@@ -158,7 +158,7 @@ impl Tables {
 }
 
 /// One shard per core, rounded up to a power of two, at most [`MAX_SHARDS`].
-fn shards() -> usize {
+pub(crate) fn shards() -> usize {
     static SHARDS: OnceLock<usize> = OnceLock::new();
     *SHARDS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
@@ -273,7 +273,7 @@ impl Drop for Claim {
 /// The shard this thread owns, claimed on its first count; `None` when
 /// every shard is taken (or the thread is being torn down).
 #[inline]
-fn claimed_shard() -> Option<usize> {
+pub(crate) fn claimed_shard() -> Option<usize> {
     thread_local! {
         static CLAIM: Claim = Claim::new();
     }

@@ -253,6 +253,7 @@ fn the_per_thread_snapshot_cache_follows_swaps_and_never_keeps_a_store() {
     });
     assert!(store.is_enabled("f", &ctx));
     assert!(store.handle("f").is_enabled(&ctx));
+    assert!(store.snapshot().is_enabled("f", &ctx));
     assert_eq!(std::sync::Arc::strong_count(&sentinel), 2);
     drop(store);
     assert_eq!(std::sync::Arc::strong_count(&sentinel), 1, "a thread's cache kept the store");
@@ -265,6 +266,8 @@ fn the_per_thread_snapshot_cache_follows_swaps_and_never_keeps_a_store() {
         store.apply_json(doc(version, on)).expect("applied");
         assert_eq!(store.is_enabled("f", &ctx), on, "by key at version {version}");
         assert_eq!(handle.is_enabled(&ctx), on, "by handle at version {version}");
+        let snapshot = store.snapshot();
+        assert_eq!((snapshot.version(), snapshot.is_enabled("f", &ctx)), (version, on));
     }
 
     // More stores than a thread caches: each still answers for itself.
@@ -273,6 +276,7 @@ fn the_per_thread_snapshot_cache_follows_swaps_and_never_keeps_a_store() {
     for _ in 0..3 {
         for (i, s) in stores.iter().enumerate() {
             assert_eq!(s.is_enabled("f", &ctx), i % 3 == 0, "store {i}");
+            assert_eq!(s.snapshot().is_enabled("f", &ctx), i % 3 == 0, "snapshot of store {i}");
         }
     }
 }
