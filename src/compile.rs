@@ -6,7 +6,7 @@
 //! current one are dropped, variant weights become cumulative, and flag keys
 //! go into a fast map. Evaluation (`eval.rs`) is then a walk over this data.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::bucket::{
@@ -978,8 +978,7 @@ impl Flag {
         cohorts: &CohortTable<'_>,
         numbering: Option<&mut Numbering>,
     ) -> Self {
-        let salt = flag.salt_or(&key).to_owned();
-        let salt = salt.as_str();
+        let salt = flag.salt_or(&key);
         let hashing = Hashing::new(flag.bucketing, salt, Unit::new(flag.bucket_by.as_ref()));
         let variants = Variants::new(&flag.variants, cohorts);
         let stages: Option<Box<[Stage]>> = (!flag.stages.is_empty()).then(|| {
@@ -1055,12 +1054,13 @@ impl Flag {
                 )
             })
             .unwrap_or_default();
+        let seed = salt_seed(salt);
         Self {
             key,
             shortcut,
             enabled: flag.enabled,
             hashing,
-            seed: salt_seed(salt),
+            seed,
             exclude,
             stages,
             later,
@@ -1212,7 +1212,7 @@ impl Shortcut {
 
 /// Every cohort of a config, compiled once and shared by the stages and
 /// exclusions that name it.
-struct CohortTable<'c>(HashMap<&'c str, Arc<Cohort>>);
+struct CohortTable<'c>(foldhash::HashMap<&'c str, Arc<Cohort>>);
 
 /// The previous version's compiled `key`, when it was compiled from the
 /// very same flag (shared by the retained configs), every cohort the flag
@@ -1291,7 +1291,7 @@ fn intern_value(value: &serde_json::Value) -> &'static serde_json::Value {
 /// name is kept once, so memory grows with the number of distinct names ever
 /// configured, not with the number of configs applied.
 fn intern(name: &str) -> &'static str {
-    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    static NAMES: OnceLock<Mutex<foldhash::HashSet<&'static str>>> = OnceLock::new();
     let names = NAMES.get_or_init(Mutex::default);
     // A panic elsewhere while holding the lock cannot leave the set invalid.
     let mut names = names.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -5,7 +5,7 @@
 //! path where it is, so a release manager fixes them all in one go. The
 //! store compiles a valid config into its evaluation form (`compile.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -611,9 +611,11 @@ impl Config {
         // Tracking the path costs on every value, and a good document never
         // needs it: parse plainly, and again with paths only to explain a
         // failure.
-        match serde_json::from_slice(json) {
-            Ok(config) => Ok(config),
-            Err(_) => Err(Self::explain_parse_error(json)),
+        // UTF-8 checked once, not string by string (a parse error, the
+        // position included, comes from the explaining parse).
+        match std::str::from_utf8(json).map(serde_json::from_str) {
+            Ok(Ok(config)) => Ok(config),
+            _ => Err(Self::explain_parse_error(json)),
         }
     }
 
@@ -679,8 +681,8 @@ impl Config {
             cohort.validate(name, &mut problems);
         }
         for (key, flag) in &self.flags {
-            let path = field("flags", key);
-            let _ = check_name(&path, "a flag key", key, &mut problems);
+            let path = Lazy(|f| f.write_str(&field("flags", key)));
+            let _ = check_name(&path, &"a flag key", key, &mut problems);
             flag.validate(&path, &self.cohorts, &mut problems);
         }
         self.validate_requirements(&mut problems);
@@ -746,7 +748,9 @@ impl Config {
         // Cycles, each reported once with its whole path, and depth.
         let mut reported: Vec<Vec<&str>> = Vec::new();
         let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
-        for key in self.flags.keys() {
+        // A flag without prerequisites is 0 deep and in no cycle: only the
+        // others are walked (and remembered).
+        for (key, _) in self.flags.iter().filter(|(_, f)| !f.requires.is_empty()) {
             let mut path: Vec<(&str, usize)> = Vec::new();
             self.walk_requirements(key, &mut path, &mut reported, &mut depth, problems);
         }
@@ -788,7 +792,7 @@ impl Config {
             }
             return 0;
         }
-        let Some(flag) = self.flags.get(key) else { return 0 };
+        let Some(flag) = self.flags.get(key).filter(|f| !f.requires.is_empty()) else { return 0 };
         let mut deepest = 0;
         for (i, req) in flag.requires.iter().enumerate() {
             if req.flag == key || !self.flags.contains_key(&req.flag) {
@@ -813,7 +817,12 @@ impl Config {
 /// reorders text on display (bidirectional overrides).
 ///
 /// Returns whether the name is good.
-fn check_name(path: &str, what: &str, name: &str, problems: &mut Problems) -> bool {
+fn check_name(
+    path: &dyn fmt::Display,
+    what: &dyn fmt::Display,
+    name: &str,
+    problems: &mut Problems,
+) -> bool {
     let problem = if name.is_empty() {
         format!("{what} must not be empty")
     } else if name.trim().is_empty() {
@@ -826,7 +835,7 @@ fn check_name(path: &str, what: &str, name: &str, problems: &mut Problems) -> bo
     } else {
         return true;
     };
-    problems.push(Problem::new(path, problem));
+    problems.push(Problem::new(path.to_string(), problem));
     false
 }
 
@@ -834,7 +843,7 @@ impl Cohort {
     fn validate(&self, name: &str, problems: &mut Problems) {
         let path = field("cohorts", name);
         let path = path.as_str();
-        let _ = check_name(path, "a cohort name", name, problems);
+        let _ = check_name(&path, &"a cohort name", name, problems);
         let lists =
             [("tenants", &self.tenants), ("users", &self.users), ("regions", &self.regions)];
         for (field, list) in lists {
@@ -851,7 +860,7 @@ impl Cohort {
             }
             for (attr, values) in attributes {
                 let at = field(&format!("{path}.attributes"), attr);
-                let _ = check_name(&at, "an attribute name", attr, problems);
+                let _ = check_name(&at, &"an attribute name", attr, problems);
                 check_values(&at, values, problems);
             }
         }
@@ -863,7 +872,7 @@ impl Cohort {
                 let at = format!("{path}.rules[{i}]");
                 let _ = check_name(
                     &format!("{at}.attribute"),
-                    "an attribute name",
+                    &"an attribute name",
                     &rule.attribute,
                     problems,
                 );
@@ -935,14 +944,19 @@ impl Flag {
         self.stages.iter().position(|s| s.name == current)
     }
 
-    fn validate(&self, path: &str, cohorts: &BTreeMap<String, Cohort>, problems: &mut Problems) {
+    fn validate(
+        &self,
+        path: &dyn fmt::Display,
+        cohorts: &BTreeMap<String, Cohort>,
+        problems: &mut Problems,
+    ) {
         let known = |name: &str| cohorts.contains_key(name);
         // A salt is only hashed: any text but none will do.
         if self.salt.as_deref() == Some("") {
             problems.push(Problem::new(format!("{path}.salt"), "must not be empty"));
         }
         if let Some(by) = &self.bucket_by {
-            check_bucket_by(&format!("{path}.bucket_by"), by, problems);
+            check_bucket_by(&Lazy(|f| write!(f, "{path}.bucket_by")), by, problems);
         }
         for (i, cohort) in self.exclude.iter().enumerate() {
             if !known(cohort) {
@@ -987,8 +1001,9 @@ impl Flag {
             if let Some(by) = &stage.bucket_by {
                 check_bucket_by(&at("bucket_by"), by, problems);
             }
-            check_variants(&format!("{path}.stages[{i}]"), &stage.variants, cohorts, problems);
-            check_schedule(&format!("{path}.stages[{i}]"), &stage.hold, &stage.windows, problems);
+            let stage_path = Lazy(|f| write!(f, "{path}.stages[{i}]"));
+            check_variants(&stage_path, &stage.variants, cohorts, problems);
+            check_schedule(&stage_path, &stage.hold, &stage.windows, problems);
             if let Some(t) = &stage.start_at
                 && let Err(message) = crate::clock::parse_rfc3339_millis(t)
             {
@@ -1034,7 +1049,7 @@ impl Flag {
 
     /// A migration's stages: each has a step, steps never decrease, and
     /// none reads the new store before a stage that dual-writes.
-    fn validate_migration(&self, path: &str, problems: &mut Problems) {
+    fn validate_migration(&self, path: &dyn fmt::Display, problems: &mut Problems) {
         use crate::migration::MigrationStep;
         if !self.migration {
             for (i, stage) in self.stages.iter().enumerate() {
@@ -1115,7 +1130,7 @@ impl Flag {
         }
     }
 
-    fn validate_rollout(&self, path: &str, problems: &mut Problems) {
+    fn validate_rollout(&self, path: &dyn fmt::Display, problems: &mut Problems) {
         if let Some(rollout) = &self.rollout {
             let at = format!("{path}.rollout");
             check_schedule(&at, &rollout.hold, &rollout.windows, problems);
@@ -1151,7 +1166,12 @@ impl Flag {
 }
 
 /// Checks a `hold` and `windows` (a stage's or a flag's rollout's).
-fn check_schedule(path: &str, hold: &Option<String>, windows: &[Window], problems: &mut Problems) {
+fn check_schedule(
+    path: &dyn fmt::Display,
+    hold: &Option<String>,
+    windows: &[Window],
+    problems: &mut Problems,
+) {
     if let Some(hold) = hold
         && let Err(message) = crate::rollout::parse_hold(hold)
     {
@@ -1167,11 +1187,11 @@ fn check_schedule(path: &str, hold: &Option<String>, windows: &[Window], problem
 }
 
 impl Guard {
-    fn validate(&self, path: &str, staged: bool, problems: &mut Problems) {
+    fn validate(&self, path: &dyn fmt::Display, staged: bool, problems: &mut Problems) {
         let at = |field: &str| format!("{path}.{field}");
         if !staged {
             problems.push(Problem::new(
-                path,
+                path.to_string(),
                 "a guard compares a stage with a control group; the flag has no stages",
             ));
         }
@@ -1181,7 +1201,7 @@ impl Guard {
             && self.max_mismatch_rate.is_none()
         {
             problems.push(Problem::new(
-                path,
+                path.to_string(),
                 "a guard needs something to watch: max_error_ratio, max_error_increase, \
                  latency or max_mismatch_rate",
             ));
@@ -1254,7 +1274,7 @@ impl Guard {
 /// A list of variants (a flag's or a stage's): unique names, weights that
 /// add up to something, pinned cohorts that exist.
 fn check_variants(
-    path: &str,
+    path: &dyn fmt::Display,
     variants: &[Variant],
     cohorts: &BTreeMap<String, Cohort>,
     problems: &mut Problems,
@@ -1274,18 +1294,18 @@ fn check_variants(
     }
 }
 
-fn check_bucket_by(path: &str, by: &BucketBy, problems: &mut Problems) {
+fn check_bucket_by(path: &dyn fmt::Display, by: &BucketBy, problems: &mut Problems) {
     if by.names().is_empty() {
-        problems.push(Problem::new(path, "an empty list buckets nothing: name a unit"));
+        problems.push(Problem::new(path.to_string(), "an empty list buckets nothing: name a unit"));
     }
     for (i, name) in by.names().iter().enumerate() {
-        let at = match by {
-            BucketBy::One(_) => path.to_owned(),
-            BucketBy::FirstOf(_) => format!("{path}[{i}]"),
-        };
-        if check_name(&at, "bucket_by", name, problems) && by.names()[..i].contains(name) {
-            problems
-                .push(Problem::new(at, format!("{} is listed twice", crate::error::quoted(name))));
+        let at = Lazy(|f| match by {
+            BucketBy::One(_) => write!(f, "{path}"),
+            BucketBy::FirstOf(_) => write!(f, "{path}[{i}]"),
+        });
+        if check_name(&at, &"bucket_by", name, problems) && by.names()[..i].contains(name) {
+            let message = format!("{} is listed twice", crate::error::quoted(name));
+            problems.push(Problem::new(at.to_string(), message));
         }
     }
 }
@@ -1305,29 +1325,39 @@ pub(crate) const RESERVED_STAGE_NAMES: [&str; 9] = [
     "retired",
 ];
 
+/// A path rendered only when a problem is reported: a valid config
+/// formats none (validating 100,000 flags formatted millions).
+struct Lazy<F: Fn(&mut fmt::Formatter<'_>) -> fmt::Result>(F);
+
+impl<F: Fn(&mut fmt::Formatter<'_>) -> fmt::Result> fmt::Display for Lazy<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.0)(f)
+    }
+}
+
 /// Checks that the names of a list's items (`stages`, `variants`) are
 /// non-empty and unique, item by item, so problems keep document order.
 struct NameCheck<'a> {
-    path: &'a str,
+    path: &'a dyn fmt::Display,
     list: &'static str,
     what: &'static str,
-    seen: HashMap<&'a str, usize>,
+    seen: foldhash::HashMap<&'a str, usize>,
 }
 
 impl<'a> NameCheck<'a> {
-    fn new(path: &'a str, list: &'static str, what: &'static str) -> Self {
-        Self { path, list, what, seen: HashMap::new() }
+    fn new(path: &'a dyn fmt::Display, list: &'static str, what: &'static str) -> Self {
+        Self { path, list, what, seen: foldhash::HashMap::default() }
     }
 
     fn check(&mut self, i: usize, name: &'a str, problems: &mut Problems) {
         let (path, list, what) = (self.path, self.list, self.what);
-        let at = || format!("{path}.{list}[{i}].name");
-        if !check_name(&at(), &format!("a {what} name"), name, problems) {
+        let at = Lazy(|f| write!(f, "{path}.{list}[{i}].name"));
+        if !check_name(&at, &format_args!("a {what} name"), name, problems) {
             return;
         }
         if let Some(first) = self.seen.insert(name, i) {
             problems.push(Problem::new(
-                at(),
+                at.to_string(),
                 format!(
                     "duplicate {what} name {} (also {list}[{first}])",
                     crate::error::quoted(name)
@@ -1347,6 +1377,12 @@ fn unknown_cohort(path: String, name: &str) -> Problem {
 fn check_percent(p: f64) -> Result<(), String> {
     if !(0.0..=100.0).contains(&p) {
         return Err(format!("{p} is not within 0..=100"));
+    }
+    // The usual case without printing: `p` is the f64 nearest a whole
+    // number of thousandths (the division is correctly rounded, and within
+    // 0..=100 `p * 1000` rounds back to that number).
+    if (p * 1000.0).round() / 1000.0 == p {
+        return Ok(());
     }
     // Rust prints the shortest decimal that reads back as the same f64, so
     // this counts the decimals the document was written with.
@@ -1403,6 +1439,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The check without printing agrees with counting the decimals that
+    /// Rust prints, on every thousandth and on values just off them.
+    #[test]
+    fn percent_decimals_are_counted_without_printing_as_when_printed() {
+        let printed = |p: f64| {
+            let text = p.to_string();
+            text.split_once('.').map_or(0, |(_, frac)| frac.len()) <= 3
+        };
+        for k in 0..=100_000u32 {
+            let p = f64::from(k) / 1000.0;
+            assert!(check_percent(p).is_ok() && printed(p), "{p}");
+            for off in
+                [f64::from(k) / 1000.0 + 0.0001, p.next_up(), (0.1 + 0.2) * f64::from(k % 300)]
+            {
+                if off <= 100.0 {
+                    assert_eq!(check_percent(off).is_ok(), printed(off), "{off}");
+                }
+            }
+        }
+    }
 
     fn problems(json: &str) -> Vec<String> {
         match Config::from_json(json) {

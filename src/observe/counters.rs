@@ -96,8 +96,12 @@ pub(crate) const LATENCY_BUCKET_0: u32 = 3;
 /// cells outnumber live ones, so churning keys cost no more than live ones.
 #[derive(Debug, Default)]
 pub(crate) struct Numbering {
-    pub(crate) ids: foldhash::HashMap<SeriesKey, u32>,
-    by_flag: foldhash::HashMap<Arc<str>, Vec<SeriesKey>>,
+    /// By flag, then by what the series counts: a small table per flag, so
+    /// numbering 100,000 flags touches 100,000 small tables, not one table
+    /// of millions of entries that misses cache on every insert.
+    flags: foldhash::HashMap<Arc<str>, foldhash::HashMap<Series, u32>>,
+    /// Live series, over all flags.
+    live: usize,
     /// Series of forgotten keys, with their first cell.
     pub(crate) dead: Vec<(SeriesKey, u32)>,
     /// Evaluation cells numbered so far.
@@ -106,35 +110,77 @@ pub(crate) struct Numbering {
     pub(crate) outcome_cells: u32,
 }
 
+/// A [`SeriesKey`] without its flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Series {
+    Evaluations { group: Group, variant: Option<&'static str> },
+    Outcomes { group: Group },
+}
+
+impl Series {
+    fn split(key: SeriesKey) -> (Arc<str>, Series) {
+        match key {
+            SeriesKey::Evaluations { flag, group, variant } => {
+                (flag, Series::Evaluations { group, variant })
+            }
+            SeriesKey::Outcomes { flag, group } => (flag, Series::Outcomes { group }),
+        }
+    }
+
+    fn of(self, flag: &Arc<str>) -> SeriesKey {
+        let flag = flag.clone();
+        match self {
+            Series::Evaluations { group, variant } => {
+                SeriesKey::Evaluations { flag, group, variant }
+            }
+            Series::Outcomes { group } => SeriesKey::Outcomes { flag, group },
+        }
+    }
+}
+
 impl Numbering {
     /// The first cell of `key`'s series, numbering it if it is new.
     pub(crate) fn id(&mut self, key: SeriesKey) -> u32 {
-        if let Some(&id) = self.ids.get(&key) {
+        let (flag, series) = Series::split(key);
+        let ids = match self.flags.get_mut(&*flag) {
+            Some(ids) => ids,
+            // A staged flag has a few dozen series: one growth at most.
+            None => self.flags.entry(flag).or_insert_with(|| {
+                foldhash::HashMap::with_capacity_and_hasher(16, Default::default())
+            }),
+        };
+        if let Some(&id) = ids.get(&series) {
             return id;
         }
-        let (cells, width) = match key {
-            SeriesKey::Evaluations { .. } => (&mut self.evaluation_cells, 1),
-            SeriesKey::Outcomes { .. } => (&mut self.outcome_cells, OUTCOME_CELLS),
+        let (cells, width) = match series {
+            Series::Evaluations { .. } => (&mut self.evaluation_cells, 1),
+            Series::Outcomes { .. } => (&mut self.outcome_cells, OUTCOME_CELLS),
         };
         let id = *cells;
         *cells = cells.saturating_add(width);
-        self.by_flag.entry(key.flag().clone()).or_default().push(key.clone());
-        self.ids.insert(key, id);
+        ids.insert(series, id);
+        self.live += 1;
         id
+    }
+
+    /// Every live series and its first cell (the cold side: metrics).
+    pub(crate) fn series(&self) -> impl Iterator<Item = (SeriesKey, u32)> + '_ {
+        self.flags
+            .iter()
+            .flat_map(|(flag, ids)| ids.iter().map(move |(series, &id)| (series.of(flag), id)))
     }
 
     /// Moves every series of `flag` to the dead ones.
     pub(crate) fn forget(&mut self, flag: &str) {
-        for key in self.by_flag.remove(flag).unwrap_or_default() {
-            if let Some(id) = self.ids.remove(&key) {
-                self.dead.push((key, id));
-            }
+        if let Some((flag, ids)) = self.flags.remove_entry(flag) {
+            self.live -= ids.len();
+            self.dead.extend(ids.into_iter().map(|(series, id)| (series.of(&flag), id)));
         }
     }
 
     /// Whether dead series outnumber live ones enough to start afresh.
     pub(crate) fn worth_compacting(&self) -> bool {
-        self.dead.len() > self.ids.len().max(256)
+        self.dead.len() > self.live.max(256)
     }
 }
 

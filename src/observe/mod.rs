@@ -264,11 +264,11 @@ impl Observe {
                     .collect()
             };
             let done = i != current && generation.tables.is_empty();
-            for (key, &id) in &generation.numbering.ids {
-                let values = cells(key, id);
-                add(key, &values);
+            for (key, id) in generation.numbering.series() {
+                let values = cells(&key, id);
+                add(&key, &values);
                 if done {
-                    add_cells(self.folded.entry(key.clone()).or_default(), &values);
+                    add_cells(self.folded.entry(key).or_default(), &values);
                 }
             }
             for (key, id) in &generation.numbering.dead {
