@@ -21,6 +21,8 @@
 //!   per-thread counters on (the default) and off (`without_metrics`); and
 //!   `record`. Then the same flag checked by 1 and by 2 threads at once
 //!   with counting on: the time per check per thread should barely move.
+//! - `rotating`: checks by key and by handle rotating over every flag of
+//!   100, 10,000 and 100,000 flags in a scattered order.
 //! - `request`: a request checking 10 flags through one per-request
 //!   snapshot, by key and by handle, on 1 and on 2 threads at once.
 //! - `apply`: parse + validate + compile + swap of 100, 1,000 and 10,000
@@ -398,6 +400,48 @@ fn counting(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// Checks by key and by handle that rotate over every flag of a config of
+/// 100, 10,000 and 100,000 flags, in a scattered order: what a service
+/// with many flags pays when its lookups miss cache (the hot_path cases
+/// look up one key forever).
+fn rotating(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rotating");
+    let users: Vec<Context<'_>> = USERS.iter().map(|u| Context::new().user(u)).collect();
+    for n in [100, 10_000, 100_000] {
+        let store = FlagStore::from_json(config(n)).expect("valid");
+        // Every flag once, in a scattered order (a stride coprime with n).
+        let stride = (0..).map(|k| n / 2 + 1 + k).find(|s| gcd(*s, n) == 1).unwrap_or(1);
+        let keys: Vec<String> = (0..n)
+            .map(|i| match (i * stride) % n {
+                0 => "a-rollout".to_owned(),
+                1 => "b-staged".to_owned(),
+                2 => "c-killed".to_owned(),
+                j => format!("filler-{j}"),
+            })
+            .collect();
+        let handles: Vec<_> = keys.iter().map(|k| store.handle(k)).collect();
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("by_key", n), |b| {
+            b.iter(|| {
+                i = (i + 1) % keys.len();
+                store.is_enabled(black_box(&keys[i]), &users[i % users.len()])
+            })
+        });
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("by_handle", n), |b| {
+            b.iter(|| {
+                i = (i + 1) % handles.len();
+                handles[i].is_enabled(&users[i % users.len()])
+            })
+        });
+    }
+    group.finish();
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// Per-thread time of `iters` runs of `work` on `threads` threads at once
@@ -880,6 +924,7 @@ fn migration(c: &mut Criterion) {
 }
 
 criterion_group!(
-    benches, floor, hot_path, counting, request, operators, peers, contended, apply, migration
+    benches, floor, hot_path, rotating, counting, request, operators, peers, contended, apply,
+    migration
 );
 criterion_main!(benches);

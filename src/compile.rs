@@ -135,8 +135,9 @@ pub(crate) struct Forced {
 pub(crate) struct FlagSeries {
     evaluations: Box<[u32]>,
     pub(crate) outcomes: Box<[u32]>,
-    /// `not-exposed`, and the first exposure group without a variant: the
-    /// cells `is_enabled` counts in when a shortcut decides.
+    /// `off`, `not-exposed`, and the first exposure group without a
+    /// variant: the cells `is_enabled` counts in when a shortcut decides.
+    pub(crate) off: u32,
     pub(crate) not_exposed: u32,
     pub(crate) first_exposed: u32,
     /// The evaluation cell and the outcome block of contexts a guard holds
@@ -1175,10 +1176,12 @@ impl FlagSeries {
             NO_FLAG
         };
         let cell = |i: usize| evaluations.get(i).copied().unwrap_or(NO_FLAG);
-        let (not_exposed, first_exposed) = (cell(CELL_NOT_EXPOSED), cell(CELL_EXPOSED));
+        let (off, not_exposed, first_exposed) =
+            (cell(CELL_OFF), cell(CELL_NOT_EXPOSED), cell(CELL_EXPOSED));
         Self {
             evaluations: evaluations.into(),
             outcomes,
+            off,
             not_exposed,
             first_exposed,
             held_back_cell,

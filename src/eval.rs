@@ -432,6 +432,8 @@ impl Flag {
             return (false, self.evaluation_cell(Reason::Prerequisite { flag: "" }, None));
         }
         match (self.shortcut, self.stages.as_deref()) {
+            // The kill switch (an overridden flag never has this shortcut).
+            (Shortcut::Off, _) => (false, self.series.off),
             // One bare percentage stage (the common shape of a rollout).
             (Shortcut::Below(threshold), Some([_])) => {
                 let on = self.unit_of(ctx).is_some_and(|unit| self.bucket_of(unit) < threshold);

@@ -632,3 +632,22 @@ fn guard_and_rollout_changes_are_in_the_diff_and_the_audit_events() {
     );
     assert!(removed.iter().any(|c| c.to_string() == "f: guard removed"), "{removed:?}");
 }
+
+/// The kill switch's shortcut counts under `off`, by key and by handle,
+/// and never answers for a flag an override forces on.
+#[test]
+fn a_kill_switched_check_counts_off_and_an_override_still_wins() {
+    let store = FlagStore::from_json(
+        r#"{ "version": 1, "flags": { "k": { "enabled": false,
+            "stages": [ { "name": "all", "percent": 20 } ], "stage": "all" } } }"#,
+    )
+    .expect("valid");
+    let ctx = Context::new().user("u");
+    let handle = store.handle("k");
+    assert!(!store.is_enabled("k", &ctx) && !handle.is_enabled(&ctx));
+    assert_eq!(store.metrics().evaluations_of("k", "off"), 2);
+    store.set_override("k", flagstone::Override::On);
+    assert!(store.is_enabled("k", &ctx) && handle.is_enabled(&ctx));
+    let m = store.metrics();
+    assert_eq!((m.evaluations_of("k", "off"), m.evaluations_of("k", "override")), (2, 2));
+}
