@@ -6,9 +6,12 @@
 //! current one are dropped, variant weights become cumulative, and flag keys
 //! go into a fast map. Evaluation (`eval.rs`) is then a walk over this data.
 
+mod keys;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use self::keys::KeyIndex;
 use crate::bucket::{
     Murmur3Prefix, UNLEASH_VARIANT_SEED, bucket_seeded, holdback_seed, salt_seed, threshold,
     variant_point, variant_seed,
@@ -47,7 +50,7 @@ pub(crate) struct Compiled {
     pub(crate) flags: Box<[Flag]>,
     /// Flag index, or [`ABSENT`] with the `unknown` counter of a key the
     /// store knows but this config lacks.
-    by_name: foldhash::HashMap<Box<str>, u32>,
+    by_name: KeyIndex,
     /// The same, by slot.
     by_slot: Box<[u32]>,
     pub(crate) cohorts: foldhash::HashMap<&'static str, Arc<Cohort>>,
@@ -577,7 +580,7 @@ impl Compiled {
             store_id,
             slot_epoch: 0,
             flags: Box::new([]),
-            by_name: foldhash::HashMap::default(),
+            by_name: KeyIndex::new(std::iter::empty()),
             by_slot: Box::new([]),
             cohorts: foldhash::HashMap::default(),
             clock,
@@ -616,15 +619,16 @@ impl Compiled {
         );
 
         let mut flags = Vec::with_capacity(config.flags.len() + overrides.len());
-        let mut by_name = foldhash::HashMap::default();
-        by_name.reserve(config.flags.len());
+        // Every key this config answers for, by number: its flags, the
+        // overrides it lacks, and the store's other keys (absent).
+        let mut named: Vec<(Arc<str>, u32)> = Vec::with_capacity(config.flags.len());
         let mut slot_of = Vec::with_capacity(config.flags.len());
         for (key, flag) in &config.flags {
             let index = u32::try_from(flags.len()).unwrap_or(NO_FLAG);
-            by_name.insert(key.as_str().into(), index);
             let slot = slots.slot(key);
             slot_of.push(slot);
             let shared = slots.key(slot).unwrap_or_else(|| key.as_str().into());
+            named.push((shared.clone(), index));
             let mut compiled = Flag::new(shared, flag, &cohorts, numbering.as_deref_mut());
             if let Some(value) = overrides.get(key) {
                 compiled.force(value, numbering.as_deref_mut());
@@ -640,30 +644,13 @@ impl Compiled {
         let plain = config::Flag::plain();
         for (key, value) in overrides.iter().filter(|(k, _)| !config.flags.contains_key(*k)) {
             let index = u32::try_from(flags.len()).unwrap_or(NO_FLAG);
-            by_name.insert(key.as_str().into(), index);
             let slot = slots.slot(key);
             slot_of.push(slot);
             let key = slots.key(slot).unwrap_or_else(|| key.as_str().into());
+            named.push((key.clone(), index));
             let mut compiled = Flag::new(key, &plain, &cohorts, numbering.as_deref_mut());
             compiled.force(value, numbering.as_deref_mut());
             flags.push(compiled);
-        }
-        // Prerequisites, by index: every flag is compiled by now.
-        for flag in &mut flags {
-            let Some(source) = config.flags.get(&*flag.key) else { continue };
-            flag.requires = source
-                .requires
-                .iter()
-                .filter_map(|r| {
-                    let index = *by_name.get(r.flag.as_str())?;
-                    Some(Prerequisite {
-                        index,
-                        on: r.enabled,
-                        variants: r.variant_names().map(intern).collect(),
-                        key: intern(&r.flag),
-                    })
-                })
-                .collect();
         }
         let mut by_slot = vec![NO_FLAG; slots.len()].into_boxed_slice();
         for (index, slot) in slot_of.into_iter().enumerate() {
@@ -684,9 +671,29 @@ impl Compiled {
             {
                 let id = unknown(name.clone());
                 *entry = ABSENT | id;
-                by_name.insert(name.as_ref().into(), ABSENT | id);
+                named.push((name.clone(), ABSENT | id));
             }
         }
+        let by_name = KeyIndex::new(named.iter().map(|(key, value)| (&**key, *value)));
+        drop(named);
+        // Prerequisites, by index: every flag is compiled by now.
+        for flag in &mut flags {
+            let Some(source) = config.flags.get(&*flag.key) else { continue };
+            flag.requires = source
+                .requires
+                .iter()
+                .filter_map(|r| {
+                    let index = by_name.get(&r.flag).filter(|i| i & ABSENT == 0)?;
+                    Some(Prerequisite {
+                        index,
+                        on: r.enabled,
+                        variants: r.variant_names().map(intern).collect(),
+                        key: intern(&r.flag),
+                    })
+                })
+                .collect();
+        }
+
         let unnamed = unknown("".into());
         let cohorts = cohorts.0.into_values().map(|c| (c.name, c)).collect();
         Self {
@@ -761,7 +768,7 @@ impl Compiled {
     #[inline]
     pub(crate) fn lookup(&self, key: &str) -> Result<&Flag, u32> {
         match self.by_name.get(key) {
-            Some(&index) => self.flags.get(index as usize).ok_or(index & !ABSENT),
+            Some(index) => self.flags.get(index as usize).ok_or(index & !ABSENT),
             None => Err(self.unnamed),
         }
     }
@@ -936,7 +943,7 @@ impl Compiled {
         stage: usize,
         action: GuardAction,
     ) -> Option<Option<&'static str>> {
-        let index = *self.by_name.get(key)?;
+        let index = self.by_name.get(key)?;
         let flag = self.flags.get_mut(index as usize)?;
         let stages = flag.stages.as_deref()?;
         if action == GuardAction::Disable || stage == 0 {
