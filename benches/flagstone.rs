@@ -285,14 +285,7 @@ fn hot_path(c: &mut Criterion) {
                 })
             });
         }
-        let keys: Vec<String> = (0..10)
-            .map(|i| match i {
-                0 => "a-rollout".to_owned(),
-                1 => "b-staged".to_owned(),
-                2 => "c-killed".to_owned(),
-                _ => format!("filler-{}", i * 7),
-            })
-            .collect();
+        let keys: Vec<String> = (0..10).map(|i| bench_key(if i < 3 { i } else { i * 7 })).collect();
         let mut i = 0;
         group.bench_function(BenchmarkId::new("request_10_flags_via_snapshot", n), |b| {
             b.iter(|| {
@@ -413,14 +406,7 @@ fn rotating(c: &mut Criterion) {
         let store = FlagStore::from_json(config(n)).expect("valid");
         // Every flag once, in a scattered order (a stride coprime with n).
         let stride = (0..).map(|k| n / 2 + 1 + k).find(|s| gcd(*s, n) == 1).unwrap_or(1);
-        let keys: Vec<String> = (0..n)
-            .map(|i| match (i * stride) % n {
-                0 => "a-rollout".to_owned(),
-                1 => "b-staged".to_owned(),
-                2 => "c-killed".to_owned(),
-                j => format!("filler-{j}"),
-            })
-            .collect();
+        let keys: Vec<String> = (0..n).map(|i| bench_key((i * stride) % n)).collect();
         let handles: Vec<_> = keys.iter().map(|k| store.handle(k)).collect();
         let mut i = 0;
         group.bench_function(BenchmarkId::new("by_key", n), |b| {
@@ -438,6 +424,16 @@ fn rotating(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// The key of the `i`th flag of [`config`]: (a), (b), (c), then fillers.
+fn bench_key(i: usize) -> String {
+    match i {
+        0 => "a-rollout".to_owned(),
+        1 => "b-staged".to_owned(),
+        2 => "c-killed".to_owned(),
+        i => format!("filler-{i}"),
+    }
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -470,14 +466,7 @@ fn on_threads(threads: usize, iters: u64, work: impl Fn(usize, u64) + Sync) -> D
 fn request(c: &mut Criterion) {
     let mut group = c.benchmark_group("request");
     let store = FlagStore::from_json(config(100)).expect("valid");
-    let keys: Vec<String> = (0..10)
-        .map(|i| match i {
-            0 => "a-rollout".to_owned(),
-            1 => "b-staged".to_owned(),
-            2 => "c-killed".to_owned(),
-            _ => format!("filler-{}", i * 7),
-        })
-        .collect();
+    let keys: Vec<String> = (0..10).map(|i| bench_key(if i < 3 { i } else { i * 7 })).collect();
     let handles: Vec<_> = keys.iter().map(|k| store.handle(k)).collect();
     let users: Vec<Context<'_>> = USERS.iter().map(|u| Context::new().user(u)).collect();
     for threads in [1, 2] {
