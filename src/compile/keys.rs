@@ -61,59 +61,53 @@ impl KeyIndex {
     }
 
     fn insert(&mut self, key: &str, value: u32) {
-        let Ok(len) = u32::try_from(key.len()).map(|len| len.min(EMPTY - 1)) else { return };
-        let (hash, mut at) = self.place(key);
-        let mask = self.slots.len() - 1;
-        while let Some(slot) = self.slots.get(at) {
-            if slot.len == EMPTY {
-                break;
-            }
-            if slot.hash == hash && self.holds(slot, key) {
-                if let Some(slot) = self.slots.get_mut(at) {
+        let Some(want) = Want::of(key) else { return };
+        let (hash, at) = self.place(key);
+        match self.probe(hash, at, &want) {
+            Ok(found) => {
+                if let Some(slot) = self.slots.get_mut(found) {
                     slot.value = value;
                 }
-                return;
             }
-            at = (at + 1) & mask;
-        }
-        let mut slot = Slot { hash, value, len, ..VACANT };
-        if key.len() <= INLINE {
-            slot.words = pack(key.as_bytes());
-        } else {
-            let Ok(start) = u32::try_from(self.arena.len()) else { return };
-            slot.start = start;
-            self.arena.push_str(key);
-        }
-        if let Some(vacant) = self.slots.get_mut(at) {
-            *vacant = slot;
+            Err(vacant) => {
+                let mut slot = Slot { hash, value, ..VACANT };
+                match want {
+                    Want::Short { len, words } => (slot.len, slot.words) = (len, words),
+                    Want::Long(key) => {
+                        let Ok(start) = u32::try_from(self.arena.len()) else { return };
+                        (slot.len, slot.start) = (key.len() as u32, start);
+                        self.arena.push_str(key);
+                    }
+                }
+                if let Some(vacant) = self.slots.get_mut(vacant) {
+                    *vacant = slot;
+                }
+            }
         }
     }
 
     /// The number of `key`, if the index has it.
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<u32> {
-        let (hash, mut at) = self.place(key);
+        let want = Want::of(key)?;
+        let (hash, at) = self.place(key);
+        let found = self.probe(hash, at, &want).ok()?;
+        self.slots.get(found).map(|slot| slot.value)
+    }
+
+    /// From `at` on, the slot holding the key `want` describes (`Ok`), or
+    /// the empty slot that ends its run (`Err`). The table is at most half
+    /// full, so a run always ends.
+    #[inline]
+    fn probe(&self, hash: u32, mut at: usize, want: &Want<'_>) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
-        if key.len() <= INLINE {
-            let (len, words) = (key.len() as u32, pack(key.as_bytes()));
-            loop {
-                let slot = self.slots.get(at)?;
-                if slot.hash == hash && slot.len == len && slot.words == words {
-                    return Some(slot.value);
-                }
-                if slot.len == EMPTY {
-                    return None;
-                }
-                at = (at + 1) & mask;
-            }
-        }
         loop {
-            let slot = self.slots.get(at)?;
-            if slot.hash == hash && self.holds(slot, key) {
-                return Some(slot.value);
-            }
+            let Some(slot) = self.slots.get(at) else { return Err(at) };
             if slot.len == EMPTY {
-                return None;
+                return Err(at);
+            }
+            if slot.hash == hash && self.holds(slot, want) {
+                return Ok(at);
             }
             at = (at + 1) & mask;
         }
@@ -125,16 +119,35 @@ impl KeyIndex {
         ((hash >> 32) as u32, (hash as usize) & (self.slots.len() - 1))
     }
 
-    /// Whether a full slot holds `key`.
-    fn holds(&self, slot: &Slot, key: &str) -> bool {
-        if slot.len == EMPTY || slot.len as usize != key.len() {
-            return false;
+    /// Whether a full slot holds the key `want` describes.
+    #[inline]
+    fn holds(&self, slot: &Slot, want: &Want<'_>) -> bool {
+        match *want {
+            Want::Short { len, words } => slot.len == len && slot.words == words,
+            Want::Long(key) => {
+                let start = slot.start as usize;
+                slot.len as usize == key.len()
+                    && self.arena.get(start..start + key.len()) == Some(key)
+            }
         }
+    }
+}
+
+/// A key as slots compare it: packed when short, else its text.
+enum Want<'k> {
+    Short { len: u32, words: (u64, u64) },
+    Long(&'k str),
+}
+
+impl<'k> Want<'k> {
+    /// `None` for a key of 4 GiB or more (no document holds one).
+    #[inline]
+    fn of(key: &'k str) -> Option<Self> {
         if key.len() <= INLINE {
-            return slot.words == pack(key.as_bytes());
+            Some(Want::Short { len: key.len() as u32, words: pack(key.as_bytes()) })
+        } else {
+            u32::try_from(key.len()).ok().filter(|&len| len != EMPTY).map(|_| Want::Long(key))
         }
-        let start = slot.start as usize;
-        self.arena.get(start..start + key.len()) == Some(key)
     }
 }
 

@@ -270,16 +270,15 @@ impl MigrationCount {
     /// authoritative side's where the step compares, and as many writes as
     /// the authoritative side's that succeeded where it writes both.
     fn derive_followed_calls(&mut self) {
-        let (authoritative, other) = if self.step.new_is_authoritative() {
-            (&self.new, &mut self.old)
-        } else {
-            (&self.old, &mut self.new)
+        let step = self.step;
+        let (authoritative, other) = match step.authoritative() {
+            Origin::Old => (&self.old, &mut self.new),
+            Origin::New => (&self.new, &mut self.old),
         };
-        let other_origin = if self.step.new_is_authoritative() { Origin::Old } else { Origin::New };
-        if self.step.compares() {
+        if step.compares() {
             other.reads.calls = authoritative.reads.calls;
         }
-        if self.step.writes(other_origin) {
+        if step.writes(step.authoritative().other()) {
             other.writes.calls =
                 authoritative.writes.calls.saturating_sub(authoritative.writes.errors);
         }

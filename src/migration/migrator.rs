@@ -30,6 +30,14 @@ impl Origin {
             Origin::New => "new",
         }
     }
+
+    /// The other store.
+    pub const fn other(self) -> Origin {
+        match self {
+            Origin::Old => Origin::New,
+            Origin::New => Origin::Old,
+        }
+    }
 }
 
 /// A read or a write.
@@ -257,19 +265,19 @@ impl<R, W, T, U, E> Migrator<R, W, T, U, E> {
     ) -> Result<U, E> {
         let step = decision.step;
         let clock = Clock::start(decision.time_every(self.time_every));
-        let (first, second) = if step.new_is_authoritative() {
-            ((Origin::New, &self.write_new), (Origin::Old, &self.write_old))
-        } else {
-            ((Origin::Old, &self.write_old), (Origin::New, &self.write_new))
+        let (first, second) = (step.authoritative(), step.authoritative().other());
+        let write = |origin| match origin {
+            Origin::Old => &self.write_old,
+            Origin::New => &self.write_new,
         };
-        let result = (first.1)(input);
+        let result = write(first)(input);
         let took = clock.lap();
-        let other = (result.is_ok() && step.writes(second.0)).then(|| (second.1)(input).is_err());
+        let other = (result.is_ok() && step.writes(second)).then(|| write(second)(input).is_err());
         let other_took = clock.lap();
         if let Some(counts) = decision.counts() {
-            counts.call(step, first.0, Operation::Write, result.is_err(), took);
+            counts.call(step, first, Operation::Write, result.is_err(), took);
             if let Some(failed) = other {
-                counts.followed(step, second.0, Operation::Write, failed, other_took);
+                counts.followed(step, second, Operation::Write, failed, other_took);
             }
         }
         self.record(decision, ctx, result.is_err(), took);
@@ -356,14 +364,14 @@ where
             (Some(agree), Ok(o), Ok(n)) => Some(!agree(o, n)),
             _ => None,
         };
+        let ((result, took), (other, other_took)) = match step.authoritative() {
+            Origin::Old => ((old, old_took), (new, new_took)),
+            Origin::New => ((new, new_took), (old, old_took)),
+        };
         if let Some(counts) = decision.counts() {
-            let (first, second) = if step.new_is_authoritative() {
-                ((Origin::New, &new, new_took), (Origin::Old, &old, old_took))
-            } else {
-                ((Origin::Old, &old, old_took), (Origin::New, &new, new_took))
-            };
-            counts.call(step, first.0, Operation::Read, first.1.is_err(), first.2);
-            counts.followed(step, second.0, Operation::Read, second.1.is_err(), second.2);
+            let first = step.authoritative();
+            counts.call(step, first, Operation::Read, result.is_err(), took);
+            counts.followed(step, first.other(), Operation::Read, other.is_err(), other_took);
             if let Some(mismatched) = mismatched {
                 counts.compared(step, mismatched);
             }
@@ -371,8 +379,6 @@ where
         if let Some(mismatched) = mismatched {
             decision.record_comparison(mismatched);
         }
-        let (result, took) =
-            if step.new_is_authoritative() { (new, new_took) } else { (old, old_took) };
         self.record(decision, ctx, result.is_err(), took);
         result
     }

@@ -120,6 +120,11 @@ impl MigrationStep {
         matches!(self, MigrationStep::Live | MigrationStep::RampDown | MigrationStep::Complete)
     }
 
+    /// The store that answers at this step: new from `live` on.
+    pub const fn authoritative(self) -> Origin {
+        if self.new_is_authoritative() { Origin::New } else { Origin::Old }
+    }
+
     /// Whether this step reads the new store at all.
     pub const fn reads_new(self) -> bool {
         !matches!(self, MigrationStep::Off | MigrationStep::DualWrite)
