@@ -214,13 +214,13 @@ fn floor(c: &mut Criterion) {
         let mut i = 0;
         group.bench_function(BenchmarkId::new("a_by_key", n), |b| {
             b.iter(|| {
-                i = (i + 1) % USERS.len();
+                advance(&mut i, USERS.len());
                 floor.is_enabled(black_box("a-rollout"), black_box(USERS[i]))
             })
         });
         group.bench_function(BenchmarkId::new("a_by_key_cached", n), |b| {
             b.iter(|| {
-                i = (i + 1) % USERS.len();
+                advance(&mut i, USERS.len());
                 floor.is_enabled_cached(black_box("a-rollout"), black_box(USERS[i]))
             })
         });
@@ -255,7 +255,7 @@ fn hot_path(c: &mut Criterion) {
             let mut i = 0;
             group.bench_function(BenchmarkId::new(format!("{case}_is_enabled_by_key"), n), |b| {
                 b.iter(|| {
-                    i = (i + 1) % ctxs.len();
+                    advance(&mut i, ctxs.len());
                     store.is_enabled(black_box(key), &ctxs[i])
                 })
             });
@@ -264,7 +264,7 @@ fn hot_path(c: &mut Criterion) {
                 BenchmarkId::new(format!("{case}_is_enabled_by_handle"), n),
                 |b| {
                     b.iter(|| {
-                        i = (i + 1) % ctxs.len();
+                        advance(&mut i, ctxs.len());
                         handle.is_enabled(&ctxs[i])
                     })
                 },
@@ -274,13 +274,13 @@ fn hot_path(c: &mut Criterion) {
             let mut i = 0;
             group.bench_function(BenchmarkId::new(format!("{case}_evaluate"), n), |b| {
                 b.iter(|| {
-                    i = (i + 1) % ctxs.len();
+                    advance(&mut i, ctxs.len());
                     store.evaluate(black_box(key), &ctxs[i])
                 })
             });
             group.bench_function(BenchmarkId::new(format!("{case}_variant"), n), |b| {
                 b.iter(|| {
-                    i = (i + 1) % ctxs.len();
+                    advance(&mut i, ctxs.len());
                     store.variant(black_box(key), &ctxs[i]).is_some()
                 })
             });
@@ -289,7 +289,7 @@ fn hot_path(c: &mut Criterion) {
         let mut i = 0;
         group.bench_function(BenchmarkId::new("request_10_flags_via_snapshot", n), |b| {
             b.iter(|| {
-                i = (i + 1) % users.len();
+                advance(&mut i, users.len());
                 let snap = store.snapshot();
                 keys.iter().filter(|k| snap.is_enabled(black_box(k), &users[i])).count()
             })
@@ -308,33 +308,33 @@ fn counting(c: &mut Criterion) {
         let mut i = 0;
         group.bench_function(BenchmarkId::new("a_is_enabled_by_key", label), |b| {
             b.iter(|| {
-                i = (i + 1) % users.len();
+                advance(&mut i, users.len());
                 store.is_enabled(black_box("a-rollout"), &users[i])
             })
         });
         let handle = store.handle("a-rollout");
         group.bench_function(BenchmarkId::new("a_is_enabled_by_handle", label), |b| {
             b.iter(|| {
-                i = (i + 1) % users.len();
+                advance(&mut i, users.len());
                 handle.is_enabled(&users[i])
             })
         });
         group.bench_function(BenchmarkId::new("a_evaluate", label), |b| {
             b.iter(|| {
-                i = (i + 1) % users.len();
+                advance(&mut i, users.len());
                 store.evaluate(black_box("a-rollout"), &users[i])
             })
         });
         group.bench_function(BenchmarkId::new("a_record_latency", label), |b| {
             b.iter(|| {
-                i = (i + 1) % users.len();
+                advance(&mut i, users.len());
                 let latency = Duration::from_micros(100 + i as u64 * 37);
                 store.record(black_box("a-rollout"), &users[i], Outcome::Latency(latency))
             })
         });
         group.bench_function(BenchmarkId::new("a_record_outcome", label), |b| {
             b.iter(|| {
-                i = (i + 1) % users.len();
+                advance(&mut i, users.len());
                 let outcome = if i % 50 == 0 { Outcome::Error } else { Outcome::Success };
                 store.record(black_box("a-rollout"), &users[i], outcome)
             })
@@ -352,7 +352,7 @@ fn counting(c: &mut Criterion) {
     let mut i = 0;
     group.bench_function(BenchmarkId::new("a_record_outcome", "guarded"), |b| {
         b.iter(|| {
-            i = (i + 1) % users.len();
+            advance(&mut i, users.len());
             let outcome = if i % 50 == 0 { Outcome::Error } else { Outcome::Success };
             guarded.record(black_box("a-rollout"), &users[i], outcome)
         })
@@ -376,7 +376,7 @@ fn counting(c: &mut Criterion) {
                                 let began = Instant::now();
                                 let mut i = t;
                                 for _ in 0..iters {
-                                    i = (i + 1) % users.len();
+                                    advance(&mut i, users.len());
                                     black_box(store.is_enabled(black_box("a-rollout"), &users[i]));
                                 }
                                 began.elapsed()
@@ -408,18 +408,20 @@ fn rotating(c: &mut Criterion) {
         let stride = (0..).map(|k| n / 2 + 1 + k).find(|s| gcd(*s, n) == 1).unwrap_or(1);
         let keys: Vec<String> = (0..n).map(|i| bench_key((i * stride) % n)).collect();
         let handles: Vec<_> = keys.iter().map(|k| store.handle(k)).collect();
-        let mut i = 0;
+        let (mut i, mut u) = (0, 0);
         group.bench_function(BenchmarkId::new("by_key", n), |b| {
             b.iter(|| {
-                i = (i + 1) % keys.len();
-                store.is_enabled(black_box(&keys[i]), &users[i % users.len()])
+                advance(&mut i, keys.len());
+                advance(&mut u, users.len());
+                store.is_enabled(black_box(&keys[i]), &users[u])
             })
         });
-        let mut i = 0;
+        let (mut i, mut u) = (0, 0);
         group.bench_function(BenchmarkId::new("by_handle", n), |b| {
             b.iter(|| {
-                i = (i + 1) % handles.len();
-                handles[i].is_enabled(&users[i % users.len()])
+                advance(&mut i, handles.len());
+                advance(&mut u, users.len());
+                handles[i].is_enabled(&users[u])
             })
         });
     }
@@ -434,6 +436,19 @@ fn bench_key(i: usize) -> String {
         2 => "c-killed".to_owned(),
         i => format!("filler-{i}"),
     }
+}
+
+/// Steps a loop's index over `len` items with an add and a compare: `%`
+/// by a length known only at run time is a division, on the critical path
+/// of every iteration and slower than some of the checks it feeds (the
+/// peers' loops step the same way).
+#[inline(always)]
+fn advance(i: &mut usize, len: usize) -> usize {
+    *i += 1;
+    if *i >= len {
+        *i = 0;
+    }
+    *i
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -473,8 +488,9 @@ fn request(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("by_key_threads", threads), |b| {
             b.iter_custom(|iters| {
                 on_threads(threads, iters, |t, iters| {
-                    for n in 0..iters {
-                        let ctx = &users[(n as usize + t) % users.len()];
+                    let mut u = t;
+                    for _ in 0..iters {
+                        let ctx = &users[advance(&mut u, users.len())];
                         let snap = store.snapshot();
                         black_box(
                             keys.iter().filter(|k| snap.is_enabled(black_box(k), ctx)).count(),
@@ -486,8 +502,9 @@ fn request(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("by_handle_threads", threads), |b| {
             b.iter_custom(|iters| {
                 on_threads(threads, iters, |t, iters| {
-                    for n in 0..iters {
-                        let ctx = &users[(n as usize + t) % users.len()];
+                    let mut u = t;
+                    for _ in 0..iters {
+                        let ctx = &users[advance(&mut u, users.len())];
                         let snap = store.snapshot();
                         black_box(handles.iter().filter(|h| h.is_enabled_in(&snap, ctx)).count());
                     }
@@ -655,19 +672,19 @@ fn peers(c: &mut Criterion) {
         let mut i = 0;
         group.bench_function(format!("{case}_flagstone_imported"), |b| {
             b.iter(|| {
-                i = (i + 1) % mapped.len();
+                advance(&mut i, mapped.len());
                 imported_store.is_enabled(black_box(key), &mapped[i])
             })
         });
         group.bench_function(format!("{case}_flagstone"), |b| {
             b.iter(|| {
-                i = (i + 1) % ours.len();
+                advance(&mut i, ours.len());
                 store.is_enabled(black_box(key), &ours[i])
             })
         });
         group.bench_function(format!("{case}_unleash"), |b| {
             b.iter(|| {
-                i = (i + 1) % theirs.len();
+                advance(&mut i, theirs.len());
                 unleash.is_enabled(black_box(key), &theirs[i], &None)
             })
         });
@@ -675,7 +692,7 @@ fn peers(c: &mut Criterion) {
         // is a borrowed HashMap get, the cheapest an SDK store could offer.
         group.bench_function(format!("{case}_launchdarkly"), |b| {
             b.iter(|| {
-                i = (i + 1) % ld_contexts.len();
+                advance(&mut i, ld_contexts.len());
                 let flag = ld.0.get(black_box(key)).expect("flag");
                 matches!(
                     evaluate(&ld, flag, &ld_contexts[i], None).value,
@@ -721,7 +738,7 @@ fn contended(c: &mut Criterion) {
                 let ctxs: Vec<Context<'_>> = USERS.iter().map(|u| Context::new().user(u)).collect();
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    i = (i + 1) % ctxs.len();
+                    advance(&mut i, ctxs.len());
                     black_box(store.is_enabled(black_box("a-rollout"), &ctxs[i]));
                 }
             }
@@ -751,11 +768,10 @@ fn contended(c: &mut Criterion) {
         let name = if writer { "reader_with_writer_every_1ms" } else { "reader_without_writer" };
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
-                for n in 0..iters {
-                    black_box(
-                        store.is_enabled(black_box("a-rollout"), &ctxs[n as usize % ctxs.len()]),
-                    );
+                let (start, mut i) = (Instant::now(), 0);
+                for _ in 0..iters {
+                    let ctx = &ctxs[advance(&mut i, ctxs.len())];
+                    black_box(store.is_enabled(black_box("a-rollout"), ctx));
                 }
                 start.elapsed()
             })
@@ -857,7 +873,7 @@ fn operators(c: &mut Criterion) {
         let mut i = 0;
         group.bench_function(format!("prerequisite_{key}"), |b| {
             b.iter(|| {
-                i = (i + 1) % users.len();
+                advance(&mut i, users.len());
                 store.is_enabled(black_box(key), &users[i])
             })
         });
@@ -887,7 +903,7 @@ fn migration(c: &mut Criterion) {
     let tenants: Vec<Context<'_>> = USERS.iter().map(|t| Context::new().tenant(t)).collect();
     let mut i = 0usize;
     let mut next = || {
-        i = (i + 1) % tenants.len();
+        advance(&mut i, tenants.len());
         &tenants[i]
     };
     let handle = store.handle("m-dualwrite");

@@ -6,11 +6,14 @@
 //! current one are dropped, variant weights become cumulative, and flag keys
 //! go into a fast map. Evaluation (`eval.rs`) is then a walk over this data.
 
+pub(crate) mod hot;
 mod keys;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+pub(crate) use self::hot::Hot;
+use self::hot::Kind;
 use self::keys::KeyIndex;
 use crate::bucket::{
     Murmur3Prefix, UNLEASH_VARIANT_SEED, bucket_seeded, holdback_seed, salt_seed, threshold,
@@ -48,18 +51,19 @@ pub(crate) struct Compiled {
     /// slot was given out later looks its key up instead.
     pub(crate) slot_epoch: u64,
     pub(crate) flags: Box<[Flag]>,
-    /// Flag index, or [`ABSENT`] with the `unknown` counter of a key the
-    /// store knows but this config lacks.
+    /// Each key's hot record: its flag's index, or absent with the
+    /// `unknown` counter of a key the store knows but this config lacks.
     by_name: KeyIndex,
     /// The same, by slot.
-    by_slot: Box<[u32]>,
+    by_slot: Box<[Hot]>,
     pub(crate) cohorts: foldhash::HashMap<&'static str, Arc<Cohort>>,
     pub(crate) clock: Arc<dyn Clock>,
     /// Where evaluations and outcomes are counted; `None` when the store
     /// does not count.
     pub(crate) counters: Option<Arc<Tables>>,
-    /// The `unknown` counter of keys the store has never known.
-    unnamed: u32,
+    /// The record of keys the store has never known (absent, with their
+    /// `unknown` counter).
+    unnamed: Hot,
 }
 
 /// A flag in evaluation form.
@@ -585,7 +589,7 @@ impl Compiled {
             cohorts: foldhash::HashMap::default(),
             clock,
             counters: None,
-            unnamed: NO_FLAG,
+            unnamed: Hot::absent(NO_FLAG),
         }
     }
 
@@ -674,7 +678,12 @@ impl Compiled {
                 named.push((name.clone(), ABSENT | id));
             }
         }
-        let by_name = KeyIndex::new(named.iter().map(|(key, value)| (&**key, *value)));
+        let record = |value: u32| match value & ABSENT {
+            0 => Hot::pending(value),
+            _ => Hot::absent(value & !ABSENT),
+        };
+        let by_name = KeyIndex::new(named.iter().map(|(key, value)| (&**key, record(*value))));
+        let by_slot = by_slot.iter().map(|&value| record(value)).collect();
         drop(named);
         // Prerequisites, by index: every flag is compiled by now.
         for flag in &mut flags {
@@ -683,7 +692,8 @@ impl Compiled {
                 .requires
                 .iter()
                 .filter_map(|r| {
-                    let index = by_name.get(&r.flag).filter(|i| i & ABSENT == 0)?;
+                    let index =
+                        by_name.get(&r.flag).map(|h| h.index).filter(|i| i & ABSENT == 0)?;
                     Some(Prerequisite {
                         index,
                         on: r.enabled,
@@ -694,9 +704,9 @@ impl Compiled {
                 .collect();
         }
 
-        let unnamed = unknown("".into());
+        let unnamed = Hot::absent(unknown("".into()));
         let cohorts = cohorts.0.into_values().map(|c| (c.name, c)).collect();
-        Self {
+        let mut compiled = Self {
             version: config.version,
             store_id,
             slot_epoch: slots.epoch,
@@ -707,6 +717,20 @@ impl Compiled {
             clock,
             counters: None,
             unnamed,
+        };
+        compiled.refresh_records(None);
+        compiled
+    }
+
+    /// Recomputes the hot records of every key (or of the flag at `only`)
+    /// from the flags: called once they are compiled and their
+    /// prerequisites resolved, and after a flag is changed in place.
+    fn refresh_records(&mut self, only: Option<u32>) {
+        let flags = &self.flags;
+        for hot in self.by_name.records_mut().chain(self.by_slot.iter_mut()) {
+            if hot.kind != Kind::Absent && only.is_none_or(|i| i == hot.index) {
+                *hot = Hot::of(flags, hot.index);
+            }
         }
     }
 
@@ -764,13 +788,28 @@ impl Compiled {
             .collect()
     }
 
+    /// The hot record of a key (absent if the store never knew it).
+    #[inline]
+    pub(crate) fn hot(&self, key: &str) -> &Hot {
+        self.by_name.get(key).unwrap_or(&self.unnamed)
+    }
+
+    /// The hot record by slot.
+    #[inline]
+    pub(crate) fn hot_at(&self, slot: u32) -> &Hot {
+        self.by_slot.get(slot as usize).unwrap_or(&self.unnamed)
+    }
+
+    /// A record's flag, or the `unknown` counter to count a miss in.
+    #[inline]
+    pub(crate) fn flag_of(&self, hot: &Hot) -> Result<&Flag, u32> {
+        self.flags.get(hot.index as usize).ok_or(hot.off)
+    }
+
     /// The flag by key, or the `unknown` counter to count a miss in.
     #[inline]
     pub(crate) fn lookup(&self, key: &str) -> Result<&Flag, u32> {
-        match self.by_name.get(key) {
-            Some(index) => self.flags.get(index as usize).ok_or(index & !ABSENT),
-            None => Err(self.unnamed),
-        }
+        self.flag_of(self.hot(key))
     }
 
     /// Gives each migration flag its counts, from the store's registry.
@@ -781,18 +820,31 @@ impl Compiled {
         }
     }
 
-    /// The flag by slot, or the `unknown` counter to count a miss in.
+    /// Whether the flag of a hot record is on for `ctx` (an absent one is
+    /// off), counted: the common shapes from the record alone, the rest
+    /// by walking the flag.
     #[inline]
-    pub(crate) fn lookup_slot(&self, slot: u32) -> Result<&Flag, u32> {
-        match self.by_slot.get(slot as usize) {
-            Some(&index) => self.flags.get(index as usize).ok_or(index & !ABSENT),
-            None => Err(self.unnamed),
+    pub(crate) fn check(&self, hot: &Hot, ctx: &Context<'_>) -> bool {
+        if hot.kind == Kind::Walk {
+            return self.walk(hot, ctx);
         }
+        let (on, cell) = hot.decide(ctx);
+        if let Some(counters) = &self.counters {
+            counters.evaluations.add(cell, 1);
+        }
+        on
     }
 
     #[inline]
     pub(crate) fn by_name(&self, key: &str) -> Option<&Flag> {
         self.lookup(key).ok()
+    }
+
+    /// [`Compiled::check`] of a flag its record cannot decide (out of line,
+    /// so that the records' path stays small).
+    #[inline(never)]
+    fn walk(&self, hot: &Hot, ctx: &Context<'_>) -> bool {
+        self.is_enabled(self.flag_of(hot), ctx)
     }
 
     /// Whether a looked-up flag is on for `ctx` in this snapshot (an absent
@@ -943,12 +995,13 @@ impl Compiled {
         stage: usize,
         action: GuardAction,
     ) -> Option<Option<&'static str>> {
-        let index = self.by_name.get(key)?;
+        let index = self.by_name.get(key)?.index;
         let flag = self.flags.get_mut(index as usize)?;
         let stages = flag.stages.as_deref()?;
         if action == GuardAction::Disable || stage == 0 {
             flag.enabled = false;
             flag.shortcut = Shortcut::Off;
+            self.refresh_records(Some(index));
             return Some(None);
         }
         let kept: Box<[Stage]> = stages.get(..stage)?.into();
@@ -957,6 +1010,7 @@ impl Compiled {
         let now_serving = kept.last().map(|s| s.name);
         flag.shortcut = Shortcut::new(flag.enabled, flag.exclude.is_empty(), Some(&kept));
         flag.stages = Some(kept);
+        self.refresh_records(Some(index));
         Some(now_serving)
     }
 }

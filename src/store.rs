@@ -15,7 +15,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::clock::{Clock, SystemClock};
-use crate::compile::{Compiled, Flag, HandleSlot, Slots};
+use crate::compile::{Compiled, Flag, HandleSlot, Hot, Slots};
 use crate::config::{Config, GuardAction};
 use crate::context::Context;
 use crate::error::Error;
@@ -694,7 +694,7 @@ impl FlagStore {
     /// Whether `flag` is on for `ctx`.
     #[inline]
     pub fn is_enabled(&self, flag: &str, ctx: &Context<'_>) -> bool {
-        Shared::with_current(&self.shared, |current| current.is_enabled(current.lookup(flag), ctx))
+        Shared::with_current(&self.shared, |current| current.check(current.hot(flag), ctx))
     }
 
     /// Whether `flag` is on for `ctx`, its variant, and why.
@@ -1101,7 +1101,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     #[inline]
-    fn compiled(&self) -> &Compiled {
+    pub(crate) fn compiled(&self) -> &Compiled {
         &self.pin.compiled
     }
 
@@ -1123,7 +1123,7 @@ impl Snapshot {
     /// Whether `flag` is on for `ctx`.
     #[inline]
     pub fn is_enabled(&self, flag: &str, ctx: &Context<'_>) -> bool {
-        self.compiled().is_enabled(self.compiled().lookup(flag), ctx)
+        self.compiled().check(self.compiled().hot(flag), ctx)
     }
 
     /// Counts an outcome of `flag` for `ctx`, as [`FlagStore::record`], in
@@ -1282,7 +1282,7 @@ impl FlagHandle {
     /// Whether the flag is on for `ctx`.
     #[inline]
     pub fn is_enabled(&self, ctx: &Context<'_>) -> bool {
-        Shared::with_current(&self.shared, |current| current.is_enabled(self.flag_in(current), ctx))
+        Shared::with_current(&self.shared, |current| current.check(self.hot_in(current), ctx))
     }
 
     /// Whether the flag is on for `ctx`, its variant, and why.
@@ -1367,7 +1367,7 @@ impl FlagHandle {
     #[inline]
     pub fn is_enabled_in(&self, snapshot: &Snapshot, ctx: &Context<'_>) -> bool {
         let compiled = snapshot.compiled();
-        compiled.is_enabled(self.flag_in(compiled), ctx)
+        compiled.check(self.hot_in(compiled), ctx)
     }
 
     /// Evaluates the flag for `ctx` in a given snapshot.
@@ -1389,13 +1389,18 @@ impl FlagHandle {
 
     #[inline]
     fn flag_in<'c>(&self, compiled: &'c Compiled) -> Result<&'c Flag, u32> {
+        compiled.flag_of(self.hot_in(compiled))
+    }
+
+    #[inline]
+    fn hot_in<'c>(&self, compiled: &'c Compiled) -> &'c Hot {
         // Slots are numbered per store, and a freed slot may be given to
         // another key: a snapshot of another store, or one compiled before
         // this handle's slot was given out, is searched by key instead.
         if compiled.store_id == self.shared.id && compiled.slot_epoch >= self.slot.epoch {
-            compiled.lookup_slot(self.slot.slot)
+            compiled.hot_at(self.slot.slot)
         } else {
-            compiled.lookup(&self.slot.key)
+            compiled.hot(&self.slot.key)
         }
     }
 }

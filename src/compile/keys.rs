@@ -1,15 +1,17 @@
-//! The key index of a compiled config: flag key → number, in one flat
-//! table whose slots hold short keys inline.
+//! The key index of a compiled config: flag key → [`Hot`] record, in one
+//! flat table whose slots hold short keys inline.
 //!
-//! A check by key hashes the key and reads one 32-byte slot; a key of up
-//! to [`INLINE`] bytes (most flag keys) is compared right there, as two
-//! words ([`pack`]), so a lookup that misses cache misses once, where a
-//! hash map of boxed keys misses on its control bytes, its bucket and the
-//! key's own allocation. Longer keys live in one arena, in the order they
-//! were added.
+//! A check by key hashes the key and reads one 64-byte slot, one cache
+//! line: a key of up to [`INLINE`] bytes (most flag keys) is compared right
+//! there, as two words ([`pack`]), and the slot holds the flag's hot record
+//! too, so a check of a common flag that misses cache misses once here,
+//! where a hash map of boxed keys misses on its control bytes, its bucket,
+//! the key's own allocation and then the flag. Longer keys live in one
+//! arena, in the order they were added.
 
-use std::hash::BuildHasher;
+use xxhash_rust::xxh3::xxh3_64;
 
+use super::hot::Hot;
 use super::pack;
 
 /// Key bytes a slot compares inline.
@@ -18,59 +20,57 @@ const INLINE: usize = 16;
 /// The `len` of an empty slot.
 const EMPTY: u32 = u32::MAX;
 
+/// One key and its record, on a cache line of its own.
 #[derive(Clone, Copy)]
+#[repr(align(64))]
 struct Slot {
+    /// A short key's bytes, packed.
+    words: (u64, u64),
     /// The key hash's top 32 bits (the low bits chose the slot).
     hash: u32,
-    value: u32,
     /// The key's length, or [`EMPTY`].
     len: u32,
     /// A long key's start in the arena.
     start: u32,
-    /// A short key's bytes, packed.
-    words: (u64, u64),
+    hot: Hot,
 }
 
-const VACANT: Slot = Slot { hash: 0, value: 0, len: EMPTY, start: 0, words: (0, 0) };
+const VACANT: Slot = Slot { words: (0, 0), hash: 0, len: EMPTY, start: 0, hot: Hot::absent(0) };
 
-/// Flag keys and their numbers; built once per compiled config.
+/// Flag keys and their records; built once per compiled config.
 #[derive(Clone)]
 pub(crate) struct KeyIndex {
     /// A power of two, at least twice the keys: probes are short and
     /// always reach an empty slot.
     slots: Box<[Slot]>,
     arena: String,
-    hasher: foldhash::fast::FixedState,
 }
 
 impl KeyIndex {
-    /// An index of `entries` (a key given twice keeps its last number).
+    /// An index of `entries` (a key given twice keeps its last record).
     /// Keys of 4 GiB or more are left out (no document holds one).
-    pub(crate) fn new<'k>(entries: impl ExactSizeIterator<Item = (&'k str, u32)>) -> Self {
+    pub(crate) fn new<'k>(entries: impl ExactSizeIterator<Item = (&'k str, Hot)>) -> Self {
         let size = (entries.len() * 2).max(8).next_power_of_two();
-        let mut index = KeyIndex {
-            slots: vec![VACANT; size].into_boxed_slice(),
-            arena: String::new(),
-            hasher: foldhash::fast::FixedState::with_seed(0x666c_6167_7374_6f6e),
-        };
-        for (key, value) in entries {
-            index.insert(key, value);
+        let mut index =
+            KeyIndex { slots: vec![VACANT; size].into_boxed_slice(), arena: String::new() };
+        for (key, hot) in entries {
+            index.insert(key, hot);
         }
         index.arena.shrink_to_fit();
         index
     }
 
-    fn insert(&mut self, key: &str, value: u32) {
+    fn insert(&mut self, key: &str, hot: Hot) {
         let Some(want) = Want::of(key) else { return };
-        let (hash, at) = self.place(key);
+        let (hash, at) = self.place(&want);
         match self.probe(hash, at, &want) {
             Ok(found) => {
                 if let Some(slot) = self.slots.get_mut(found) {
-                    slot.value = value;
+                    slot.hot = hot;
                 }
             }
             Err(vacant) => {
-                let mut slot = Slot { hash, value, ..VACANT };
+                let mut slot = Slot { hash, hot, ..VACANT };
                 match want {
                     Want::Short { len, words } => (slot.len, slot.words) = (len, words),
                     Want::Long(key) => {
@@ -86,13 +86,33 @@ impl KeyIndex {
         }
     }
 
-    /// The number of `key`, if the index has it.
+    /// The record of `key`, if the index has it.
     #[inline]
-    pub(crate) fn get(&self, key: &str) -> Option<u32> {
-        let want = Want::of(key)?;
-        let (hash, at) = self.place(key);
-        let found = self.probe(hash, at, &want).ok()?;
-        self.slots.get(found).map(|slot| slot.value)
+    pub(crate) fn get(&self, key: &str) -> Option<&Hot> {
+        if key.len() > INLINE {
+            return self.get_long(key);
+        }
+        // A short key, so the inlined probe compares only packed words.
+        self.find(&Want::Short { len: key.len() as u32, words: pack(key.as_bytes()) })
+    }
+
+    /// [`KeyIndex::get`] for a key longer than [`INLINE`] (out of line:
+    /// it compares bytes in the arena).
+    #[inline(never)]
+    fn get_long(&self, key: &str) -> Option<&Hot> {
+        self.find(&Want::of(key)?)
+    }
+
+    #[inline(always)]
+    fn find(&self, want: &Want<'_>) -> Option<&Hot> {
+        let (hash, at) = self.place(want);
+        let found = self.probe(hash, at, want).ok()?;
+        self.slots.get(found).map(|slot| &slot.hot)
+    }
+
+    /// Every key's record, to recompute after the flags change.
+    pub(crate) fn records_mut(&mut self) -> impl Iterator<Item = &mut Hot> {
+        self.slots.iter_mut().filter(|s| s.len != EMPTY).map(|s| &mut s.hot)
     }
 
     /// From `at` on, the slot holding the key `want` describes (`Ok`), or
@@ -106,31 +126,50 @@ impl KeyIndex {
             if slot.len == EMPTY {
                 return Err(at);
             }
-            if slot.hash == hash && self.holds(slot, want) {
+            if self.holds(slot, hash, want) {
                 return Ok(at);
             }
             at = (at + 1) & mask;
         }
     }
 
+    /// The key's hash (top half) and first slot (low bits): a short key's
+    /// two packed words and length folded by one multiplication, a long
+    /// key's xxh3.
     #[inline]
-    fn place(&self, key: &str) -> (u32, usize) {
-        let hash = self.hasher.hash_one(key);
+    fn place(&self, want: &Want<'_>) -> (u32, usize) {
+        let hash = match *want {
+            Want::Short { len, words: (a, b) } => {
+                fold(a ^ 0x243f_6a88_85a3_08d3, b ^ 0x1319_8a2e_0370_7344 ^ u64::from(len) << 59)
+            }
+            Want::Long(key) => xxh3_64(key.as_bytes()),
+        };
         ((hash >> 32) as u32, (hash as usize) & (self.slots.len() - 1))
     }
 
-    /// Whether a full slot holds the key `want` describes.
+    /// Whether a full slot holds the key `want` (of hash `hash`)
+    /// describes: a short key's length and words say exactly, a long key
+    /// is compared in the arena when its hash matches.
     #[inline]
-    fn holds(&self, slot: &Slot, want: &Want<'_>) -> bool {
+    fn holds(&self, slot: &Slot, hash: u32, want: &Want<'_>) -> bool {
         match *want {
             Want::Short { len, words } => slot.len == len && slot.words == words,
             Want::Long(key) => {
                 let start = slot.start as usize;
-                slot.len as usize == key.len()
+                slot.hash == hash
+                    && slot.len as usize == key.len()
                     && self.arena.get(start..start + key.len()) == Some(key)
             }
         }
     }
+}
+
+/// The two halves of a full 64 × 64-bit product, xored (as foldhash and
+/// wyhash mix).
+#[inline]
+fn fold(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ ((full >> 64) as u64)
 }
 
 /// A key as slots compare it: packed when short, else its text.
@@ -172,14 +211,14 @@ mod tests {
         keys.push("a\0".into());
         keys.push("é-ünïcode-keys-that-are-rather-long-indeed".into());
         keys.extend((0..300).map(|i| format!("a-key-long-enough-to-live-in-the-arena-{i}")));
-        let index = KeyIndex::new(keys.iter().enumerate().map(|(i, k)| (k.as_str(), i as u32)));
+        let index = numbered(keys.iter().map(String::as_str));
         for (i, key) in keys.iter().enumerate() {
-            assert_eq!(index.get(key), Some(i as u32), "{key:?}");
+            assert_eq!(index.get(key).map(|h| h.off), Some(i as u32), "{key:?}");
         }
         for absent in
             ["flag-5000", "flag-", "a", "a\0\0", "seventeen-bytes-A", "sixteen-bytes-aB", "x"]
         {
-            assert_eq!(index.get(absent), None, "{absent:?}");
+            assert!(index.get(absent).is_none(), "{absent:?}");
         }
         let arena = keys.iter().filter(|k| k.len() > INLINE).map(|k| k.len()).sum::<usize>();
         assert_eq!(index.arena.len(), arena);
@@ -187,9 +226,49 @@ mod tests {
 
     #[test]
     fn a_key_given_twice_keeps_its_last_number() {
-        let index = KeyIndex::new([("a", 1), ("b", 2), ("a", 3)].into_iter());
-        assert_eq!((index.get("a"), index.get("b")), (Some(3), Some(2)));
+        let index = KeyIndex::new(
+            [("a", 1), ("b", 2), ("a", 3)].map(|(k, n)| (k, Hot::absent(n))).into_iter(),
+        );
+        let off = |key| index.get(key).map(|h| h.off);
+        assert_eq!((off("a"), off("b")), (Some(3), Some(2)));
         let empty = KeyIndex::new(std::iter::empty());
-        assert_eq!(empty.get("a"), None);
+        assert!(empty.get("a").is_none());
+    }
+
+    #[test]
+    fn a_slot_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+        assert_eq!(std::mem::align_of::<Slot>(), 64);
+    }
+
+    #[test]
+    fn keys_that_differ_only_in_their_digits_spread_over_the_table() {
+        // Generated keys share their head and most of their tail; the
+        // probes must stay short all the same.
+        for keys in [
+            (0..100_000).map(|i| format!("filler-{i}")).collect::<Vec<_>>(),
+            (0..20_000).map(|i| format!("team-checkout.flag-{i:05}")).collect(),
+            (0..20_000).map(|i| format!("f{i}")).collect(),
+        ] {
+            let index = numbered(keys.iter().map(String::as_str));
+            let probes: usize = keys
+                .iter()
+                .map(|key| {
+                    let want = Want::of(key).expect("short enough");
+                    let (hash, at) = index.place(&want);
+                    let found = index.probe(hash, at, &want).expect("present");
+                    (found + index.slots.len() - at) % index.slots.len() + 1
+                })
+                .sum();
+            let mean = probes as f64 / keys.len() as f64;
+            assert!(mean < 1.6, "{} keys like {:?}: {mean} slots a lookup", keys.len(), keys[1]);
+        }
+    }
+
+    /// An index of `keys`, each recording its position as its `off` cell.
+    fn numbered<'k>(keys: impl Iterator<Item = &'k str>) -> KeyIndex {
+        let entries: Vec<(&str, Hot)> =
+            keys.enumerate().map(|(i, k)| (k, Hot::absent(i as u32))).collect();
+        KeyIndex::new(entries.into_iter())
     }
 }
