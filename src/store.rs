@@ -810,7 +810,7 @@ impl FlagStore {
     /// removes is seen as such).
     pub fn handle(&self, flag: &str) -> FlagHandle {
         let slot = self.writer().slots.handle(flag);
-        FlagHandle { shared: self.shared.clone(), slot }
+        FlagHandle { shared: self.shared.clone(), at: slot.slot, epoch: slot.epoch, slot }
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
@@ -1270,6 +1270,11 @@ impl fmt::Debug for Snapshot {
 #[derive(Clone)]
 pub struct FlagHandle {
     shared: Arc<Shared>,
+    /// The slot's number and epoch, copied out of `slot` (which holds it
+    /// given out and keeps the key): a check reads them here, without a
+    /// dependent load that misses cache when there are many handles.
+    at: u32,
+    epoch: u64,
     slot: Arc<HandleSlot>,
 }
 
@@ -1397,8 +1402,8 @@ impl FlagHandle {
         // Slots are numbered per store, and a freed slot may be given to
         // another key: a snapshot of another store, or one compiled before
         // this handle's slot was given out, is searched by key instead.
-        if compiled.store_id == self.shared.id && compiled.slot_epoch >= self.slot.epoch {
-            compiled.hot_at(self.slot.slot)
+        if compiled.store_id == self.shared.id && compiled.slot_epoch >= self.epoch {
+            compiled.hot_at(self.at)
         } else {
             compiled.hot(&self.slot.key)
         }
