@@ -1453,5 +1453,17 @@ mod tests {
             assert!(few.contains(n) && many.contains(n));
         }
         assert!(!few.contains("t-19") && many.contains("t-19") && !many.contains("t-20"));
+        // Long names, and names at the 16/17-byte edge, absent by one byte.
+        let mut mixed = names.clone();
+        mixed.extend(["sixteen-bytes-ab", "seventeen-bytes-a", "a", ""].map(String::from));
+        mixed.extend((0..20).map(|i| format!("a-tenant-name-long-enough-{i}")));
+        let many = NameSet::new(&mixed);
+        for n in &mixed {
+            assert!(many.contains(n), "{n:?}");
+        }
+        for absent in ["sixteen-bytes-aB", "seventeen-bytes-A", "b", "a-tenant-name-long-enough-20"]
+        {
+            assert!(!many.contains(absent), "{absent:?}");
+        }
     }
 }

@@ -594,6 +594,7 @@ impl Cohort {
 
     #[inline]
     fn matches_lists(&self, ctx: &Context<'_>) -> bool {
+        #[inline(always)]
         fn check(set: &Option<NameSet>, value: Option<&str>) -> bool {
             match set {
                 None => true,
