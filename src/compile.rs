@@ -840,31 +840,20 @@ impl Compiled {
         self.lookup(key).ok()
     }
 
-    /// [`Compiled::check`] of a flag its record cannot decide (out of line,
-    /// so that the records' path stays small).
+    /// [`Compiled::check`] of a flag its record cannot decide: walks the
+    /// flag, counted (out of line, so that the records' path stays small).
     #[inline(never)]
     fn walk(&self, hot: &Hot, ctx: &Context<'_>) -> bool {
-        self.is_enabled(self.flag_of(hot), ctx)
-    }
-
-    /// Whether a looked-up flag is on for `ctx` in this snapshot (an absent
-    /// flag is off), counted.
-    #[inline]
-    pub(crate) fn is_enabled(&self, found: Result<&Flag, u32>, ctx: &Context<'_>) -> bool {
+        let found = self.flag_of(hot);
         let Some(counters) = &self.counters else {
             return found.is_ok_and(|f| f.is_enabled(&self.flags, ctx, &*self.clock));
         };
-        match found {
-            Ok(flag) => {
-                let (on, cell) = flag.is_enabled_counted(&self.flags, ctx, &*self.clock);
-                counters.evaluations.add(cell, 1);
-                on
-            }
-            Err(unknown) => {
-                counters.evaluations.add(unknown, 1);
-                false
-            }
-        }
+        let (on, cell) = match found {
+            Ok(flag) => flag.is_enabled_counted(&self.flags, ctx, &*self.clock),
+            Err(unknown) => (false, unknown),
+        };
+        counters.evaluations.add(cell, 1);
+        on
     }
 
     /// A looked-up flag's decision for `ctx` and the migration step it

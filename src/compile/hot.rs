@@ -78,7 +78,7 @@ impl Hot {
     /// The hot record of `flags[index]`, in the cells a counted check
     /// ([`Flag::is_enabled_counted`]) would count it in.
     pub(crate) fn of(flags: &[Flag], index: u32) -> Self {
-        let Some(flag) = flags.get(index as usize) else { return Hot::absent(index) };
+        let Some(flag) = flags.get(index as usize) else { return Hot::pending(index) };
         let series = &flag.series;
         let walk = Hot { index, kind: Kind::Walk, ..Hot::absent(series.off) };
         if !flag.requires.is_empty() || flag.forced.is_some() || flag.migration {
@@ -113,18 +113,18 @@ impl Hot {
     /// and the cell to count it in.
     #[inline]
     pub(crate) fn decide(&self, ctx: &Context<'_>) -> (bool, u32) {
-        if self.kind == Kind::Below {
-            let unit = match self.unit {
-                Plain::User => ctx.get_user(),
-                Plain::Tenant => ctx.get_tenant(),
-                Plain::Region => ctx.get_region(),
-            };
-            let on = unit.is_some_and(|unit| bucket_seeded(self.seed, unit) < self.threshold);
-            (on, if on { self.on } else { self.off })
-        } else {
-            let on = self.kind == Kind::On;
-            (on, if on { self.on } else { self.off })
-        }
+        let on = match self.kind {
+            Kind::Below => {
+                let unit = match self.unit {
+                    Plain::User => ctx.get_user(),
+                    Plain::Tenant => ctx.get_tenant(),
+                    Plain::Region => ctx.get_region(),
+                };
+                unit.is_some_and(|unit| bucket_seeded(self.seed, unit) < self.threshold)
+            }
+            kind => kind == Kind::On,
+        };
+        (on, if on { self.on } else { self.off })
     }
 }
 

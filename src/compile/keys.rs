@@ -26,7 +26,8 @@ const EMPTY: u32 = u32::MAX;
 struct Slot {
     /// A short key's bytes, packed.
     words: (u64, u64),
-    /// The key hash's top 32 bits (the low bits chose the slot).
+    /// A long key's tag: its hash's low 32 bits (the high bits chose the
+    /// slot). Short keys are told apart by their words and length alone.
     hash: u32,
     /// The key's length, or [`EMPTY`].
     len: u32,
@@ -95,7 +96,7 @@ impl KeyIndex {
             return self.get_long(key);
         }
         // A short key, so the inlined probe compares only packed words.
-        self.find(&Want::Short { len: key.len() as u32, words: pack(key.as_bytes()) })
+        self.find(&Want::short(key))
     }
 
     /// [`KeyIndex::get`] for a key longer than [`INLINE`] (out of line:
@@ -137,9 +138,9 @@ impl KeyIndex {
         }
     }
 
-    /// The key's hash (top half) and first slot (low bits): a short key's
-    /// two packed words and length folded by one multiplication, a long
-    /// key's xxh3.
+    /// The key's tag (the hash's low half) and first slot (its high half,
+    /// multiplied onto the table's size): a short key's two packed words
+    /// and length folded by one multiplication, a long key's xxh3.
     #[inline]
     fn place(&self, want: &Want<'_>) -> (u32, usize) {
         let hash = match *want {
@@ -148,8 +149,6 @@ impl KeyIndex {
             }
             Want::Long(key) => xxh3_64(key.as_bytes()),
         };
-        // The high half picks the slot (multiply-shift onto any table
-        // size), the low half is the long keys' tag.
         let at = (u128::from(hash) * self.slots.len() as u128) >> 64;
         (hash as u32, at as usize)
     }
@@ -186,11 +185,17 @@ enum Want<'k> {
 }
 
 impl<'k> Want<'k> {
+    /// A key of up to [`INLINE`] bytes, packed.
+    #[inline(always)]
+    fn short(key: &str) -> Self {
+        Want::Short { len: key.len() as u32, words: pack(key.as_bytes()) }
+    }
+
     /// `None` for a key of 4 GiB or more (no document holds one).
     #[inline]
     fn of(key: &'k str) -> Option<Self> {
         if key.len() <= INLINE {
-            Some(Want::Short { len: key.len() as u32, words: pack(key.as_bytes()) })
+            Some(Want::short(key))
         } else {
             u32::try_from(key.len()).ok().filter(|&len| len != EMPTY).map(|_| Want::Long(key))
         }
