@@ -989,7 +989,7 @@ impl Compiled {
         let stages = flag.stages.as_deref()?;
         if action == GuardAction::Disable || stage == 0 {
             flag.enabled = false;
-            flag.shortcut = Shortcut::Off;
+            flag.shortcut = flag.shortcut_now();
             self.refresh_records(Some(index));
             return Some(None);
         }
@@ -997,8 +997,8 @@ impl Compiled {
         let dropped = stages.get(stage..)?.iter().map(|s| s.name);
         flag.later = dropped.chain(flag.later.iter().copied()).collect();
         let now_serving = kept.last().map(|s| s.name);
-        flag.shortcut = Shortcut::new(flag.enabled, flag.exclude.is_empty(), Some(&kept));
         flag.stages = Some(kept);
+        flag.shortcut = flag.shortcut_now();
         self.refresh_records(Some(index));
         Some(now_serving)
     }
@@ -1086,12 +1086,6 @@ impl Flag {
             .as_ref()
             .and_then(|g| g.holdback)
             .map(|h| Holdback { seed: holdback_seed(salt), threshold: threshold(h) });
-        let shortcut = if holdback.is_some() {
-            // A held-back context is off whatever its rollout bucket.
-            Shortcut::Walk
-        } else {
-            Shortcut::new(flag.enabled, exclude.is_empty(), stages.as_deref())
-        };
         let series = numbering
             .map(|numbering| {
                 let prerequisites = !flag.requires.is_empty();
@@ -1106,9 +1100,10 @@ impl Flag {
             })
             .unwrap_or_default();
         let seed = salt_seed(salt);
-        Self {
+        let mut compiled = Self {
             key,
-            shortcut,
+            // Set below, from the rest.
+            shortcut: Shortcut::Walk,
             enabled: flag.enabled,
             hashing,
             seed,
@@ -1125,6 +1120,20 @@ impl Flag {
             value: flag.value.as_ref().map(intern_value),
             migration: flag.migration,
             migration_counts: None,
+        };
+        compiled.shortcut = compiled.shortcut_now();
+        compiled
+    }
+
+    /// What `is_enabled` can answer without walking, for the flag as it is
+    /// now (compiled, overridden, or stepped back by a guard): never for an
+    /// override (the walk starts with it) or a holdback (a held-back
+    /// context is off whatever its rollout bucket).
+    fn shortcut_now(&self) -> Shortcut {
+        if self.forced.is_some() || self.holdback.is_some() {
+            Shortcut::Walk
+        } else {
+            Shortcut::new(self.enabled, self.exclude.is_empty(), self.stages.as_deref())
         }
     }
 
@@ -1147,7 +1156,7 @@ impl Flag {
             None => (NO_FLAG, NO_FLAG),
         };
         self.forced = Some(Forced { enabled, variant, cell, block });
-        self.shortcut = Shortcut::Walk;
+        self.shortcut = self.shortcut_now();
     }
 
     /// The evaluation counter for a decision and the variant handed out.

@@ -250,4 +250,27 @@ mod tests {
         assert_eq!(by_slot(&compiled), [Kind::Off]);
         assert_eq!(compiled.hot("by-tenant").kind, Kind::Off);
     }
+
+    /// A guard stepping back an overridden or held-back flag keeps it off
+    /// every shortcut: the override still answers, the holdback still
+    /// holds back, in a check as in the full walk.
+    #[test]
+    fn a_step_back_keeps_overrides_and_holdbacks_walking() {
+        let store = store();
+        for (key, action) in [
+            ("forced", GuardAction::Disable),
+            ("forced", GuardAction::RollbackStage),
+            ("held", GuardAction::RollbackStage),
+        ] {
+            let mut compiled = store.snapshot().compiled().clone();
+            compiled.step_back(key, 0, action);
+            assert_eq!(compiled.hot(key).kind, Kind::Walk, "{key}");
+            for i in 0..200 {
+                let unit = format!("u-{i}");
+                let ctx = Context::new().user(&unit).tenant(&unit);
+                let walked = compiled.evaluate(compiled.lookup(key), &ctx).enabled;
+                assert_eq!(compiled.check(compiled.hot(key), &ctx), walked, "{key} for {unit}");
+            }
+        }
+    }
 }
