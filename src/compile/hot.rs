@@ -1,7 +1,7 @@
 //! A flag's hot record: everything a check by key or by handle reads when
 //! the flag has one of the common shapes (a kill switch, on for everyone,
-//! one bare percentage stage), kept beside the key in its index slot and
-//! in the handle's slot.
+//! one bare percentage stage), kept beside the key in its key index entry
+//! and in the handle's slot.
 //!
 //! Such a check touches the slot, the context and one counter cell, never
 //! the flag record (about 230 bytes over four cache lines) or its stages:
