@@ -1341,12 +1341,39 @@ struct NameCheck<'a> {
     path: &'a dyn fmt::Display,
     list: &'static str,
     what: &'static str,
-    seen: foldhash::HashMap<&'a str, usize>,
+    /// The names so far and their positions: compared one by one while
+    /// there are few (a flag's stages and variants, which no allocation
+    /// should cost per flag), hashed once there are many.
+    few: [(&'a str, usize); FEW_NAMES],
+    seen: usize,
+    many: foldhash::HashMap<&'a str, usize>,
 }
+
+/// Names a [`NameCheck`] compares without a hash map.
+const FEW_NAMES: usize = 8;
 
 impl<'a> NameCheck<'a> {
     fn new(path: &'a dyn fmt::Display, list: &'static str, what: &'static str) -> Self {
-        Self { path, list, what, seen: foldhash::HashMap::default() }
+        Self { path, list, what, few: [("", 0); FEW_NAMES], seen: 0, many: Default::default() }
+    }
+
+    /// Records `name` at `i`, and the position it had before, if any.
+    fn insert(&mut self, name: &'a str, i: usize) -> Option<usize> {
+        let few = self.few.get(..self.seen.min(FEW_NAMES)).unwrap_or_default();
+        let before = match few.iter().find(|(n, _)| *n == name) {
+            Some(&(_, first)) => return Some(first),
+            None => self.many.get(name).copied(),
+        };
+        if before.is_none() {
+            match self.few.get_mut(self.seen) {
+                Some(free) => *free = (name, i),
+                None => {
+                    self.many.insert(name, i);
+                }
+            }
+            self.seen += 1;
+        }
+        before
     }
 
     fn check(&mut self, i: usize, name: &'a str, problems: &mut Problems) {
@@ -1355,7 +1382,7 @@ impl<'a> NameCheck<'a> {
         if !check_name(&at, &format_args!("a {what} name"), name, problems) {
             return;
         }
-        if let Some(first) = self.seen.insert(name, i) {
+        if let Some(first) = self.insert(name, i) {
             problems.push(Problem::new(
                 at.to_string(),
                 format!(
@@ -1584,5 +1611,29 @@ mod tests {
         for (got, want) in p.iter().zip(expected) {
             assert!(got.starts_with(want), "{got:?} should start with {want:?}");
         }
+    }
+
+    /// Duplicates are found among the first few names (compared one by
+    /// one) and among the rest (hashed), each naming its first position.
+    #[test]
+    fn duplicate_names_are_found_among_few_and_many() {
+        let mut names: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
+        names.extend(["s3", "s15", "s3", "s19"].map(String::from));
+        let stages: Vec<String> =
+            names.iter().map(|n| format!(r#"{{ "name": "{n}", "percent": 1 }}"#)).collect();
+        let doc = format!(
+            r#"{{ "version": 1, "flags": {{ "f": {{ "enabled": true, "stage": "s0", "stages": [{}] }} }} }}"#,
+            stages.join(",")
+        );
+        assert_eq!(
+            problems(&doc),
+            [20, 21, 22, 23].map(|i| {
+                let first = [3, 15, 3, 19][i - 20];
+                format!(
+                    "flags.f.stages[{i}].name: duplicate stage name \"{}\" (also stages[{first}])",
+                    names[i]
+                )
+            })
+        );
     }
 }

@@ -96,10 +96,12 @@ pub(crate) const LATENCY_BUCKET_0: u32 = 3;
 /// cells outnumber live ones, so churning keys cost no more than live ones.
 #[derive(Debug, Default)]
 pub(crate) struct Numbering {
-    /// By flag, then by what the series counts: a small table per flag, so
-    /// numbering 100,000 flags touches 100,000 small tables, not one table
-    /// of millions of entries that misses cache on every insert.
-    flags: foldhash::HashMap<Arc<str>, foldhash::HashMap<Series, u32>>,
+    /// By flag, then by what the series counts: a short list per flag,
+    /// searched in order (a flag has a few dozen series), so numbering
+    /// 100,000 flags touches 100,000 small lists, not one table of millions
+    /// of entries that misses cache on every insert, nor allocates a hash
+    /// table per flag.
+    flags: foldhash::HashMap<Arc<str>, Vec<(Series, u32)>>,
     /// Live series, over all flags.
     live: usize,
     /// Series of forgotten keys, with their first cell.
@@ -144,12 +146,10 @@ impl Numbering {
         let (flag, series) = Series::split(key);
         let ids = match self.flags.get_mut(&*flag) {
             Some(ids) => ids,
-            // A staged flag has a few dozen series: one growth at most.
-            None => self.flags.entry(flag).or_insert_with(|| {
-                foldhash::HashMap::with_capacity_and_hasher(16, Default::default())
-            }),
+            // A plain flag has six series, a staged one a few more.
+            None => self.flags.entry(flag).or_insert_with(|| Vec::with_capacity(8)),
         };
-        if let Some(&id) = ids.get(&series) {
+        if let Some(&(_, id)) = ids.iter().find(|(s, _)| *s == series) {
             return id;
         }
         let (cells, width) = match series {
@@ -158,7 +158,7 @@ impl Numbering {
         };
         let id = *cells;
         *cells = cells.saturating_add(width);
-        ids.insert(series, id);
+        ids.push((series, id));
         self.live += 1;
         id
     }
@@ -167,7 +167,7 @@ impl Numbering {
     pub(crate) fn series(&self) -> impl Iterator<Item = (SeriesKey, u32)> + '_ {
         self.flags
             .iter()
-            .flat_map(|(flag, ids)| ids.iter().map(move |(series, &id)| (series.of(flag), id)))
+            .flat_map(|(flag, ids)| ids.iter().map(move |&(series, id)| (series.of(flag), id)))
     }
 
     /// Moves every series of `flag` to the dead ones.
