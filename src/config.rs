@@ -6,6 +6,7 @@
 //! store compiles a valid config into its evaluation form (`compile.rs`).
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -214,7 +215,7 @@ fn is_true(b: &bool) -> bool {
 
 /// What a percentage counts: one unit (`"tenant"`), or the first of
 /// several that the context has (`["user", "sessionId"]`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 #[non_exhaustive]
@@ -223,6 +224,44 @@ pub enum BucketBy {
     One(String),
     /// Several, tried in order: the first the context has is its unit.
     FirstOf(Vec<String>),
+}
+
+/// Read straight from the text or the list, where `untagged` would
+/// buffer the value first and try each form in turn (once per flag and
+/// stage of a document), and say only that nothing matched.
+impl<'de> Deserialize<'de> for BucketBy {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Units;
+
+        impl<'de> Visitor<'de> for Units {
+            type Value = BucketBy;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a unit's name or a list of units' names")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<BucketBy, E> {
+                Ok(BucketBy::One(name.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, name: String) -> Result<BucketBy, E> {
+                Ok(BucketBy::One(name))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BucketBy, A::Error> {
+                let mut names = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+                while let Some(name) = seq.next_element()? {
+                    names.push(name);
+                }
+                Ok(BucketBy::FirstOf(names))
+            }
+        }
+
+        de.deserialize_any(Units)
+    }
 }
 
 impl BucketBy {
@@ -1442,11 +1481,16 @@ where
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = BTreeMap::new();
             while let Some(key) = map.next_key::<String>()? {
-                if out.contains_key(&key) {
-                    return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+                // One walk down the tree for the check and the insert.
+                match out.entry(key) {
+                    Entry::Vacant(vacant) => {
+                        vacant.insert(map.next_value()?);
+                    }
+                    Entry::Occupied(taken) => {
+                        let key = taken.key();
+                        return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+                    }
                 }
-                let value = map.next_value()?;
-                out.insert(key, value);
             }
             Ok(out)
         }
@@ -1492,6 +1536,38 @@ mod tests {
         match Config::from_json(json) {
             Ok(_) => vec![],
             Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// `bucket_by` is one name or a list of names, read in one pass and
+    /// round-tripped as it was written; anything else says what it wants.
+    #[test]
+    fn bucket_by_is_a_name_or_a_list_of_names() {
+        let doc = |by: &str| {
+            format!(
+                r#"{{ "version": 1, "flags": {{ "f": {{ "enabled": true, "bucket_by": {by},
+                  "stages": [ {{ "name": "s", "percent": 5, "bucket_by": {by} }} ], "stage": "s" }} }} }}"#
+            )
+        };
+        for (by, want) in [
+            (r#""tenant""#, BucketBy::One("tenant".into())),
+            (r#""tenant""#, BucketBy::One("tenant".into())),
+            (r#"["user", "session"]"#, BucketBy::FirstOf(vec!["user".into(), "session".into()])),
+        ] {
+            let config = Config::from_json(doc(by)).expect("valid");
+            let flag = &config.flags["f"];
+            assert_eq!(flag.bucket_by.as_ref(), Some(&want), "{by}");
+            assert_eq!(flag.stages[0].bucket_by.as_ref(), Some(&want), "{by}");
+            let again = Config::from_json(serde_json::to_string(&config).expect("prints"));
+            assert_eq!(again.expect("valid").flags["f"].bucket_by, Some(want));
+        }
+        for by in ["5", "{}", "[1]", "true"] {
+            let p = problems(&doc(by));
+            assert!(
+                p.iter().any(|p| p.contains("a unit's name or a list of units' names")
+                    || p.contains("expected a string")),
+                "{by}: {p:?}"
+            );
         }
     }
 
