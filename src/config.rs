@@ -1399,20 +1399,20 @@ impl<'a> NameCheck<'a> {
     /// Records `name` at `i`, and the position it had before, if any.
     fn insert(&mut self, name: &'a str, i: usize) -> Option<usize> {
         let few = self.few.get(..self.seen.min(FEW_NAMES)).unwrap_or_default();
-        let before = match few.iter().find(|(n, _)| *n == name) {
-            Some(&(_, first)) => return Some(first),
-            None => self.many.get(name).copied(),
-        };
-        if before.is_none() {
-            match self.few.get_mut(self.seen) {
-                Some(free) => *free = (name, i),
-                None => {
-                    self.many.insert(name, i);
-                }
-            }
-            self.seen += 1;
+        if let Some(&(_, first)) = few.iter().find(|(n, _)| *n == name) {
+            return Some(first);
         }
-        before
+        if let Some(&first) = self.many.get(name) {
+            return Some(first);
+        }
+        match self.few.get_mut(self.seen) {
+            Some(free) => *free = (name, i),
+            None => {
+                self.many.insert(name, i);
+            }
+        }
+        self.seen += 1;
+        None
     }
 
     fn check(&mut self, i: usize, name: &'a str, problems: &mut Problems) {
@@ -1551,7 +1551,8 @@ mod tests {
         };
         for (by, want) in [
             (r#""tenant""#, BucketBy::One("tenant".into())),
-            (r#""tenant""#, BucketBy::One("tenant".into())),
+            // Escaped, so the parser hands over an owned string.
+            (r#""t\u0065nant""#, BucketBy::One("tenant".into())),
             (r#"["user", "session"]"#, BucketBy::FirstOf(vec!["user".into(), "session".into()])),
         ] {
             let config = Config::from_json(doc(by)).expect("valid");

@@ -3,9 +3,10 @@
 //! one bare percentage stage), kept beside the key in its key index entry
 //! and in the handle's slot.
 //!
-//! Such a check touches the slot, the context and one counter cell, never
-//! the flag record (about 230 bytes over four cache lines) or its stages:
-//! with 100,000 flags that is two cache misses fewer per check. Any other
+//! Such a check touches the index (or handle) slot, the record, the
+//! context and one counter cell, never the flag record (about 230 bytes
+//! over four cache lines) or its stages: with 100,000 flags that is two
+//! cache misses fewer per check. Any other
 //! shape, and an absent key, is told apart by [`Hot::kind`], and the check
 //! walks the flag as before.
 

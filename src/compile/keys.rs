@@ -50,7 +50,7 @@ pub(crate) struct KeyIndex {
     /// Where a slot's entry number starts, at most 31.
     shift: u32,
     /// The bits of a slot below `shift`: its tag.
-    tag: u32,
+    tag_mask: u32,
     entries: Vec<Entry>,
     arena: String,
 }
@@ -67,7 +67,7 @@ impl KeyIndex {
         let mut index = KeyIndex {
             slots: vec![EMPTY; size].into_boxed_slice(),
             shift,
-            tag: u32::MAX.checked_shr(bits).unwrap_or(0),
+            tag_mask: u32::MAX.checked_shr(bits).unwrap_or(0),
             entries: Vec::with_capacity(entries.len()),
             arena: String::new(),
         };
@@ -105,7 +105,7 @@ impl KeyIndex {
                     }
                 }
                 if let Some(slot) = self.slots.get_mut(vacant) {
-                    *slot = (number as u32) << self.shift | tag & self.tag;
+                    *slot = (number as u32) << self.shift | tag;
                     self.entries.push(entry);
                 }
             }
@@ -146,14 +146,13 @@ impl KeyIndex {
     /// thirds full, so a run always ends.
     #[inline]
     fn probe(&self, tag: u32, mut at: usize, want: &Want<'_>) -> Result<usize, usize> {
-        let tag = tag & self.tag;
         loop {
             let Some(&slot) = self.slots.get(at) else { return Err(at) };
             if slot == EMPTY {
                 return Err(at);
             }
             let number = (slot >> self.shift) as usize;
-            if slot & self.tag == tag
+            if slot & self.tag_mask == tag
                 && let Some(entry) = self.entries.get(number)
                 && self.holds(entry, want)
             {
@@ -166,10 +165,10 @@ impl KeyIndex {
         }
     }
 
-    /// The key's tag (its hash's low half, of which a slot keeps the bits
-    /// below its entry number) and first slot (the high half, multiplied
-    /// onto the table's size): a short key's two packed words and length
-    /// folded by one multiplication, a long key's xxh3.
+    /// The key's tag (the low bits of its hash that a slot keeps below its
+    /// entry number) and first slot (the hash's high half, multiplied onto
+    /// the table's size): a short key's two packed words and length folded
+    /// by one multiplication, a long key's xxh3.
     #[inline]
     fn place(&self, want: &Want<'_>) -> (u32, usize) {
         let hash = match *want {
@@ -179,7 +178,7 @@ impl KeyIndex {
             Want::Long(key) => xxh3_64(key.as_bytes()),
         };
         let at = (u128::from(hash) * self.slots.len() as u128) >> 64;
-        (hash as u32, at as usize)
+        (hash as u32 & self.tag_mask, at as usize)
     }
 
     /// Whether an entry whose tag matched holds the key `want` describes:
