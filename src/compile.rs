@@ -1197,17 +1197,20 @@ impl FlagSeries {
                 .map(|s| (Group::Exposed(s.name), s.variants.as_deref().unwrap_or(variants)))
                 .collect(),
         };
-        let mut eval = |group, variant| {
-            numbering.id(SeriesKey::Evaluations { flag: flag.clone(), group, variant })
+        // `not-exposed` and the first exposure group are the cells a
+        // shortcut check counts in: hot, beside other flags' hot cells.
+        let mut eval = |group, variant, hot| {
+            let key = SeriesKey::Evaluations { flag: flag.clone(), group, variant };
+            if hot { numbering.id_hot(key) } else { numbering.id(key) }
         };
         let mut evaluations = vec![
-            eval(Group::Off, None),
-            eval(Group::Excluded, None),
-            eval(Group::NotExposed, None),
+            eval(Group::Off, None, false),
+            eval(Group::Excluded, None, false),
+            eval(Group::NotExposed, None, true),
         ];
-        for &(group, listed) in &groups {
-            evaluations.push(eval(group, None));
-            evaluations.extend(listed.list.iter().map(|v| eval(group, Some(v.name))));
+        for (i, &(group, listed)) in groups.iter().enumerate() {
+            evaluations.push(eval(group, None, i == 0));
+            evaluations.extend(listed.list.iter().map(|v| eval(group, Some(v.name), false)));
         }
         let outcomes = std::iter::once(Group::NotExposed)
             .chain(groups.into_iter().map(|(group, _)| group))

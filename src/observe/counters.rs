@@ -106,10 +106,45 @@ pub(crate) struct Numbering {
     live: usize,
     /// Series of forgotten keys, with their first cell.
     pub(crate) dead: Vec<(SeriesKey, u32)>,
-    /// Evaluation cells numbered so far.
+    /// Evaluation cells numbered so far (chunks handed out included).
     pub(crate) evaluation_cells: u32,
     /// Outcome cells numbered so far.
     pub(crate) outcome_cells: u32,
+    /// The chunks evaluation cells are numbered from: hot ones (the cells
+    /// a shortcut check counts in) apart from the rest, so that the cells
+    /// checks of neighbouring flags touch share cache lines.
+    hot: Chunk,
+    cold: Chunk,
+}
+
+/// A run of evaluation cells numbered one at a time: 8 cells (a cache
+/// line) at first, twice as many each time up to [`Chunk::MOST`], so a
+/// small config's table stays small and a large one's hot cells lie in
+/// long runs that an adjacent-line prefetch does not spill into cold ones.
+#[derive(Debug, Default)]
+struct Chunk {
+    next: u32,
+    end: u32,
+    size: u32,
+}
+
+impl Chunk {
+    /// 256 cells: 2 KB.
+    const MOST: u32 = 256;
+
+    /// The next cell of the chunk, taking a new chunk from `cells` when it
+    /// is used up.
+    fn take(&mut self, cells: &mut u32) -> u32 {
+        if self.next >= self.end {
+            self.size = self.size.saturating_mul(2).clamp(8, Self::MOST);
+            self.next = *cells;
+            *cells = cells.saturating_add(self.size);
+            self.end = *cells;
+        }
+        let id = self.next;
+        self.next = self.next.saturating_add(1);
+        id
+    }
 }
 
 /// A [`SeriesKey`] without its flag.
@@ -143,6 +178,16 @@ impl Series {
 impl Numbering {
     /// The first cell of `key`'s series, numbering it if it is new.
     pub(crate) fn id(&mut self, key: SeriesKey) -> u32 {
+        self.number(key, false)
+    }
+
+    /// [`Numbering::id`] for an evaluation series most checks of its flag
+    /// count in: numbered among the other flags' hot cells.
+    pub(crate) fn id_hot(&mut self, key: SeriesKey) -> u32 {
+        self.number(key, true)
+    }
+
+    fn number(&mut self, key: SeriesKey, hot: bool) -> u32 {
         let (flag, series) = Series::split(key);
         let ids = match self.flags.get_mut(&*flag) {
             Some(ids) => ids,
@@ -152,12 +197,17 @@ impl Numbering {
         if let Some(&(_, id)) = ids.iter().find(|(s, _)| *s == series) {
             return id;
         }
-        let (cells, width) = match series {
-            Series::Evaluations { .. } => (&mut self.evaluation_cells, 1),
-            Series::Outcomes { .. } => (&mut self.outcome_cells, OUTCOME_CELLS),
+        let id = match series {
+            Series::Evaluations { .. } => {
+                let chunk = if hot { &mut self.hot } else { &mut self.cold };
+                chunk.take(&mut self.evaluation_cells)
+            }
+            Series::Outcomes { .. } => {
+                let id = self.outcome_cells;
+                self.outcome_cells = id.saturating_add(OUTCOME_CELLS);
+                id
+            }
         };
-        let id = *cells;
-        *cells = cells.saturating_add(width);
         ids.push((series, id));
         self.live += 1;
         id
@@ -341,6 +391,39 @@ mod tests {
         assert_eq!(series.id(eval("f")), 0);
         assert_eq!(series.id(eval("g")), 1);
         assert_eq!(series.id(out("g")), OUTCOME_CELLS);
+    }
+
+    #[test]
+    fn hot_cells_are_numbered_apart_in_growing_chunks() {
+        let mut series = Numbering::default();
+        let eval = |f: usize, group| SeriesKey::Evaluations {
+            flag: format!("f{f}").into(),
+            group,
+            variant: None,
+        };
+        let (mut hot, mut cold) = (Vec::new(), Vec::new());
+        for f in 0..1000 {
+            cold.push(series.id(eval(f, Group::Off)));
+            hot.push(series.id_hot(eval(f, Group::NotExposed)));
+            hot.push(series.id_hot(eval(f, Group::Exposed("on"))));
+            cold.push(series.id(eval(f, Group::Excluded)));
+        }
+        // Numbered once: asking again gives the same cell.
+        assert_eq!(series.id_hot(eval(7, Group::NotExposed)), hot[14]);
+        assert_eq!(series.id(eval(7, Group::Off)), cold[14]);
+        // Every cell once, and little left over at the ends of chunks.
+        let mut all = [hot.clone(), cold.clone()].concat();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 4000);
+        assert!((4000..4000 + 2 * Chunk::MOST).contains(&series.evaluation_cells));
+        // The first chunk is one cache line; the hot cells lie in runs of
+        // whole chunks (8, 16, ... 256 cells, then 256 at a time: 12 of
+        // them for 2,000 cells), never interleaved with cold ones.
+        assert_eq!(cold[..2], [0, 1]);
+        assert_eq!(hot[..8], [8, 9, 10, 11, 12, 13, 14, 15]);
+        let runs = 1 + hot.windows(2).filter(|w| w[1] != w[0] + 1).count();
+        assert!(runs <= 12, "{runs} runs of hot cells");
     }
 
     #[test]
