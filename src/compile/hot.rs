@@ -14,7 +14,8 @@ use super::{Flag, HashKind, Shortcut, Unit};
 use crate::bucket::bucket_seeded;
 use crate::context::Context;
 
-/// A check's data for one key, in 32 bytes.
+/// A check's data for one key, in 24 bytes (with its key, a key index
+/// entry is 40: eight to five cache lines).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Hot {
     /// The unit hash's seed (for [`Kind::Below`]).
@@ -22,27 +23,30 @@ pub(crate) struct Hot {
     /// The flag's index in [`super::Compiled::flags`], or `u32::MAX` when
     /// the key is absent from this config.
     pub(crate) index: u32,
-    /// The bucket a unit must be below (for [`Kind::Below`]).
-    threshold: u32,
     /// The evaluation cell of a check that comes out on.
     on: u32,
     /// The evaluation cell of a check that comes out off; for an absent
     /// key, its `unknown` cell.
     pub(crate) off: u32,
+    /// The bucket a unit must be below (for [`Kind::Below`]): at most
+    /// [`crate::bucket::BUCKETS`], 17 bits, kept as its low 16 bits and
+    /// its high byte so that the record packs into 24 bytes.
+    threshold_low: u16,
+    threshold_high: u8,
     pub(crate) kind: Kind,
-    unit: Plain,
 }
 
-/// What a check of the key has to do.
+/// What a check of the key has to do (one byte: the unit of
+/// [`Kind::Below`] shares it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     /// The kill switch: off, counted in `off`.
     Off,
     /// No stages and no exclusions: on, counted in `on`.
     On,
-    /// One bare percentage stage: on when the unit's bucket is below
-    /// `threshold`.
-    Below,
+    /// One bare percentage stage: on when the unit's bucket is below the
+    /// threshold.
+    Below(Plain),
     /// Anything else: walk the flag.
     Walk,
     /// The key is not in this config: off, counted in `off`.
@@ -50,8 +54,8 @@ pub(crate) enum Kind {
 }
 
 /// A unit a [`Kind::Below`] check reads straight off the context.
-#[derive(Clone, Copy, Debug)]
-enum Plain {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plain {
     User,
     Tenant,
     Region,
@@ -63,11 +67,11 @@ impl Hot {
         Hot {
             seed: 0,
             index: u32::MAX,
-            threshold: 0,
             on: unknown,
             off: unknown,
+            threshold_low: 0,
+            threshold_high: 0,
             kind: Kind::Absent,
-            unit: Plain::User,
         }
     }
 
@@ -96,13 +100,18 @@ impl Hot {
                     Unit::Region => Plain::Region,
                     Unit::Attr(_) | Unit::FirstOf(_) => return walk,
                 };
+                let (Ok(threshold_low), Ok(threshold_high)) =
+                    (u16::try_from(threshold & 0xffff), u8::try_from(threshold >> 16))
+                else {
+                    return walk;
+                };
                 Hot {
                     seed,
-                    threshold,
                     on: series.first_exposed,
                     off: series.not_exposed,
-                    kind: Kind::Below,
-                    unit,
+                    threshold_low,
+                    threshold_high,
+                    kind: Kind::Below(unit),
                     ..walk
                 }
             }
@@ -115,13 +124,15 @@ impl Hot {
     #[inline]
     pub(crate) fn decide(&self, ctx: &Context<'_>) -> (bool, u32) {
         let on = match self.kind {
-            Kind::Below => {
-                let unit = match self.unit {
+            Kind::Below(unit) => {
+                let unit = match unit {
                     Plain::User => ctx.get_user(),
                     Plain::Tenant => ctx.get_tenant(),
                     Plain::Region => ctx.get_region(),
                 };
-                unit.is_some_and(|unit| bucket_seeded(self.seed, unit) < self.threshold)
+                let threshold =
+                    u32::from(self.threshold_low) | u32::from(self.threshold_high) << 16;
+                unit.is_some_and(|unit| bucket_seeded(self.seed, unit) < threshold)
             }
             kind => kind == Kind::On,
         };
@@ -131,7 +142,7 @@ impl Hot {
 
 #[cfg(test)]
 mod tests {
-    use super::Kind;
+    use super::{Kind, Plain};
     use crate::config::GuardAction;
     use crate::{Context, FlagStore, Override};
 
@@ -170,9 +181,9 @@ mod tests {
     const KINDS: [(&str, Kind); 16] = [
         ("killed", Kind::Off),
         ("everyone", Kind::On),
-        ("by-user", Kind::Below),
-        ("by-tenant", Kind::Below),
-        ("by-region", Kind::Below),
+        ("by-user", Kind::Below(Plain::User)),
+        ("by-tenant", Kind::Below(Plain::Tenant)),
+        ("by-region", Kind::Below(Plain::Region)),
         ("by-attr", Kind::Walk),
         ("two-stages", Kind::Walk),
         ("cohort", Kind::Walk),
@@ -246,7 +257,7 @@ mod tests {
         let by_slot = |c: &crate::compile::Compiled| {
             c.by_slot.iter().filter(|h| h.index == index).map(|h| h.kind).collect::<Vec<_>>()
         };
-        assert_eq!(by_slot(&compiled), [Kind::Below]);
+        assert_eq!(by_slot(&compiled), [Kind::Below(Plain::Tenant)]);
         compiled.step_back("by-tenant", 0, GuardAction::Disable);
         assert_eq!(by_slot(&compiled), [Kind::Off]);
         assert_eq!(compiled.hot("by-tenant").kind, Kind::Off);
