@@ -161,7 +161,7 @@ impl Shared {
     /// until the thread checks that store again, caches another store in
     /// its slot after this one was dropped, or exits. A re-entrant call
     /// (a `Clock` that checks a flag) takes the plain load.
-    #[inline]
+    #[inline(always)]
     fn with_current<R>(this: &Arc<Shared>, f: impl Fn(&Compiled) -> R) -> R {
         match Self::with_cached(this, |cached| f(cached.snapshot.load())) {
             Some(result) => result,
@@ -181,7 +181,7 @@ impl Shared {
 
     /// Runs `f` on this thread's cache entry of the store; `None` when
     /// the thread has no slot for it or the call is re-entrant.
-    #[inline]
+    #[inline(always)]
     fn with_cached<R>(this: &Arc<Shared>, f: impl FnOnce(&mut Cached) -> R) -> Option<R> {
         CACHED
             .try_with(|cell| {
@@ -189,24 +189,28 @@ impl Shared {
                 let index =
                     match slots.iter().position(|c| c.as_ref().is_some_and(|c| c.id == this.id)) {
                         Some(index) => index,
-                        None => {
-                            // A free slot, or one of a store dropped since.
-                            let free = slots.iter().position(|c| {
-                                c.as_ref().is_none_or(|c| c.store.strong_count() == 0)
-                            })?;
-                            slots[free] = Some(Cached {
-                                id: this.id,
-                                store: Arc::downgrade(this),
-                                snapshot: arc_swap::Cache::new(this.current.clone()),
-                                pins: arc_swap::Cache::new(this.pins.clone()),
-                            });
-                            free
-                        }
+                        None => Self::cache(this, &mut slots)?,
                     };
                 Some(f(slots.get_mut(index)?.as_mut()?))
             })
             .ok()
             .flatten()
+    }
+
+    /// Caches the store in a free slot, or one of a store dropped since
+    /// (out of line: once per thread and store).
+    #[cold]
+    #[inline(never)]
+    fn cache(this: &Arc<Shared>, slots: &mut [Option<Cached>; CACHED_STORES]) -> Option<usize> {
+        let free =
+            slots.iter().position(|c| c.as_ref().is_none_or(|c| c.store.strong_count() == 0))?;
+        *slots.get_mut(free)? = Some(Cached {
+            id: this.id,
+            store: Arc::downgrade(this),
+            snapshot: arc_swap::Cache::new(this.current.clone()),
+            pins: arc_swap::Cache::new(this.pins.clone()),
+        });
+        Some(free)
     }
 
     /// Serves `compiled`: its pins first, so a snapshot taken after a check

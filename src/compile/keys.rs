@@ -224,14 +224,15 @@ impl<'k> Want<'k> {
     fn short(key: &str) -> Self {
         let b = key.as_bytes();
         let len = b.len() as u64;
-        let (head, tail) = match b.last_chunk::<8>() {
+        let (head, tail) = match (b.first_chunk::<8>(), b.last_chunk::<8>()) {
             // 8 to 15 bytes: the last 8 shifted down to the bytes past the
             // first 8 (none for 8 bytes).
-            Some(last) => {
-                let rest = u64::from_le_bytes(*last).checked_shr(8 * (16 - b.len() as u32));
-                (pack(b).0, rest.unwrap_or(0))
+            (Some(head), Some(last)) => {
+                let rest =
+                    u64::from_le_bytes(*last).checked_shr(8 * (16u32.wrapping_sub(b.len() as u32)));
+                (u64::from_le_bytes(*head), rest.unwrap_or(0))
             }
-            None => pack(b),
+            _ => pack(b),
         };
         Want::Short((head, tail | len << 56))
     }
