@@ -161,7 +161,7 @@ impl Shared {
     /// until the thread checks that store again, caches another store in
     /// its slot after this one was dropped, or exits. A re-entrant call
     /// (a `Clock` that checks a flag) takes the plain load.
-    #[inline(always)]
+    #[inline]
     fn with_current<R>(this: &Arc<Shared>, f: impl Fn(&Compiled) -> R) -> R {
         match Self::with_cached(this, |cached| f(cached.snapshot.load())) {
             Some(result) => result,
@@ -181,7 +181,7 @@ impl Shared {
 
     /// Runs `f` on this thread's cache entry of the store; `None` when
     /// the thread has no slot for it or the call is re-entrant.
-    #[inline(always)]
+    #[inline]
     fn with_cached<R>(this: &Arc<Shared>, f: impl FnOnce(&mut Cached) -> R) -> Option<R> {
         CACHED
             .try_with(|cell| {
