@@ -10,8 +10,9 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use flagstone::migration::Migrator;
 use flagstone::{Context, FlagStore};
+
+mod shared;
 
 /// Eight tenants (and users) the checks rotate over.
 const UNITS: [&str; 8] = ["u-1", "u-22", "u-333", "u-4444", "u-55555", "u-6", "u-77", "u-888"];
@@ -96,14 +97,7 @@ fn main() {
             run(n, &contexts, &mut |c| h.is_enabled(c))
         }
         "migration_read" | "migration_write" => {
-            let migrator = Migrator::builder(store.clone(), "m-dualwrite")
-                .read_old(|k: &u64| Ok::<u64, ()>(black_box(*k)))
-                .read_new(|k: &u64| Ok(black_box(*k)))
-                .write_old(|k: &u64| Ok(black_box(*k)))
-                .write_new(|k: &u64| Ok(black_box(*k)))
-                .compare(|a, b| a == b)
-                .build()
-                .expect("built");
+            let migrator = shared::noop_migrator(store.clone(), "m-dualwrite");
             if case == "migration_read" {
                 run(n, &contexts, &mut |c| migrator.read(c, &7).is_ok())
             } else {

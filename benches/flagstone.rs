@@ -50,6 +50,8 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use flagstone::{Context, FlagStore, Outcome};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
+mod shared;
+
 /// A config with `n` flags: the four bench flags plus `n - 4` filler flags
 /// shaped like (a).
 fn config(n: usize) -> String {
@@ -895,7 +897,6 @@ fn operators(c: &mut Criterion) {
 }
 
 fn migration(c: &mut Criterion) {
-    use flagstone::migration::Migrator;
     let mut group = c.benchmark_group("migration");
     let store = Arc::new(
         FlagStore::from_json(
@@ -923,14 +924,7 @@ fn migration(c: &mut Criterion) {
     group.bench_function("check_by_handle", |b| b.iter(|| black_box(handle.is_enabled(next()))));
     group.bench_function("step_by_handle", |b| b.iter(|| black_box(handle.migration_step(next()))));
     for step in ["off", "dualwrite", "shadow", "complete"] {
-        let migrator = Migrator::builder(store.clone(), &format!("m-{step}"))
-            .read_old(|k: &u64| Ok::<u64, ()>(black_box(*k)))
-            .read_new(|k: &u64| Ok(black_box(*k)))
-            .write_old(|k: &u64| Ok(black_box(*k)))
-            .write_new(|k: &u64| Ok(black_box(*k)))
-            .compare(|a, b| a == b)
-            .build()
-            .expect("built");
+        let migrator = shared::noop_migrator(store.clone(), &format!("m-{step}"));
         group.bench_function(format!("read_{step}"), |b| {
             b.iter(|| black_box(migrator.read(next(), &7)))
         });
