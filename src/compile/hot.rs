@@ -100,16 +100,13 @@ impl Hot {
                     Unit::Region => Plain::Region,
                     Unit::Attr(_) | Unit::FirstOf(_) => return walk,
                 };
-                let (Ok(threshold_low), Ok(threshold_high)) =
-                    (u16::try_from(threshold & 0xffff), u8::try_from(threshold >> 16))
-                else {
-                    return walk;
-                };
+                // At most 100,000: the high byte always fits.
+                let Ok(threshold_high) = u8::try_from(threshold >> 16) else { return walk };
                 Hot {
                     seed,
                     on: series.first_exposed,
                     off: series.not_exposed,
-                    threshold_low,
+                    threshold_low: threshold as u16,
                     threshold_high,
                     kind: Kind::Below(unit),
                     ..walk

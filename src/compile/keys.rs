@@ -7,8 +7,8 @@
 //! the key and record themselves took 9.6 MB and missed cache (and the
 //! TLB) on nearly every check. Only a slot whose tag matches sends the
 //! lookup on to its entry, where a key of up to [`INLINE`] bytes (most
-//! flag keys) is compared as two words (its bytes and length) beside the flag's hot
-//! record. Entries are in the order keys were added, the config's flag
+//! flag keys) is compared as two words (its bytes and length) beside the
+//! flag's hot record. Entries are in the order keys were added, the config's flag
 //! order, as the flags and their counter cells are, so checks of flags
 //! that sit near each other in the config stream through memory, 40 bytes
 //! an entry. Longer keys live in one arena, in the same order.
@@ -169,8 +169,10 @@ impl KeyIndex {
 
     /// The key's tag (the low bits of its hash that a slot keeps below its
     /// entry number) and first slot (the hash's high half, multiplied onto
-    /// the table's size): a short key's two words (its length among them)
-    /// folded by one multiplication, a long key's xxh3.
+    /// the table's size): a short key's two words (its length among them),
+    /// the second also rotated into the first so that keys differing only
+    /// in their last bytes spread, folded by one multiplication; a long
+    /// key's xxh3.
     #[inline]
     fn place(&self, want: &Want<'_>) -> (u32, usize) {
         let hash = match *want {
@@ -217,24 +219,22 @@ enum Want<'k> {
 
 impl<'k> Want<'k> {
     /// A key of up to [`INLINE`] bytes as two words that hold exactly its
-    /// bytes and its length: the bytes as [`pack`] puts them for keys of
-    /// up to 7 bytes, else the first 8 and then the rest, with the length
-    /// in the top byte of the second word (which no byte reaches).
+    /// bytes and its length: [`pack`]'s words, the second cut down to the
+    /// bytes past the first 8 when the two overlap, with the length in its
+    /// top byte (which no byte then reaches).
     #[inline(always)]
     fn short(key: &str) -> Self {
         let b = key.as_bytes();
-        let len = b.len() as u64;
-        let (head, tail) = match (b.first_chunk::<8>(), b.last_chunk::<8>()) {
-            // 8 to 15 bytes: the last 8 shifted down to the bytes past the
-            // first 8 (none for 8 bytes).
-            (Some(head), Some(last)) => {
-                let rest =
-                    u64::from_le_bytes(*last).checked_shr(8 * (16u32.wrapping_sub(b.len() as u32)));
-                (u64::from_le_bytes(*head), rest.unwrap_or(0))
-            }
-            _ => pack(b),
+        let len = b.len() as u32;
+        let (head, tail) = pack(b);
+        // From 8 bytes on, `tail` is the last 8; keep the `len - 8` past
+        // `head` (none for 8 bytes: a shift by 64).
+        let tail = if len >= 8 {
+            tail.checked_shr(8 * 16u32.wrapping_sub(len)).unwrap_or(0)
+        } else {
+            tail
         };
-        Want::Short((head, tail | len << 56))
+        Want::Short((head, tail | u64::from(len) << 56))
     }
 
     /// `None` for a key of 4 GiB or more (no document holds one).
