@@ -14,63 +14,17 @@ use flagstone::{Context, FlagStore};
 
 mod shared;
 
-/// Eight tenants (and users) the checks rotate over.
-const UNITS: [&str; 8] = ["u-1", "u-22", "u-333", "u-4444", "u-55555", "u-6", "u-77", "u-888"];
-
-/// Five flags: (a) a 25% rollout by user, (b) the bench's staged flag (a
-/// region cohort, 50% of tenants, a 50-tenant exclusion cohort), (c) a
-/// kill switch, a flag on for everyone and a migration flag at dualwrite.
-fn config() -> String {
-    let exclusion: Vec<String> = (0..50).map(|i| format!("\"bank-{i}\"")).collect();
-    format!(
-        r#"{{ "version": 1,
-          "cohorts": {{ "eu": {{ "regions": ["eu-west", "eu-north"] }},
-                        "regulated": {{ "tenants": [{}] }} }},
-          "flags": {{
-            "a-rollout": {{ "enabled": true, "bucket_by": "user",
-              "stages": [ {{ "name": "quarter", "percent": 25 }} ], "stage": "quarter" }},
-            "b-staged": {{ "enabled": true, "bucket_by": "tenant", "exclude": ["regulated"],
-              "stages": [ {{ "name": "eu-half", "cohorts": ["eu"], "percent": 50 }} ],
-              "stage": "eu-half",
-              "variants": [ {{ "name": "control", "weight": 50 }}, {{ "name": "treatment", "weight": 50 }} ] }},
-            "c-killed": {{ "enabled": false, "stages": [ {{ "name": "all" }} ], "stage": "all" }},
-            "everyone": {{ "enabled": true }},
-            "m-dualwrite": {{ "enabled": true, "migration": true, "bucket_by": "tenant",
-              "stages": [ {{ "name": "dual", "step": "dualwrite" }} ], "stage": "dual" }} }} }}"#,
-        exclusion.join(",")
-    )
-}
-
-/// The flags of [`rotating`]: 100,000 one-stage rollouts.
-fn many() -> (String, Vec<String>) {
-    let keys: Vec<String> = (0..100_000).map(|i| format!("filler-{i}")).collect();
-    let flags: Vec<String> = keys
-        .iter()
-        .map(|k| {
-            format!(
-                r#""{k}": {{ "enabled": true, "stages": [ {{ "name": "p", "percent": 25 }} ], "stage": "p" }}"#
-            )
-        })
-        .collect();
-    (format!(r#"{{ "version": 1, "flags": {{ {} }} }}"#, flags.join(",")), keys)
-}
-
-#[inline(always)]
-fn advance(i: &mut usize, len: usize) -> usize {
-    *i += 1;
-    if *i >= len {
-        *i = 0;
-    }
-    *i
-}
+use shared::{MIGRATIONS, USERS, advance, config, noop_migrator, scattered};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let case = args.next().unwrap_or_default();
     let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-    let store = Arc::new(FlagStore::from_json(config()).expect("valid"));
+    // The bench's 100-flag config (its hot_path cases), every unit in
+    // eu-west so that (b) reaches its exclusion and its bucket.
+    let store = FlagStore::from_json(config(100)).expect("valid");
     let contexts: Vec<Context<'_>> =
-        UNITS.iter().map(|u| Context::new().user(u).tenant(u).region("eu-west")).collect();
+        USERS.iter().map(|u| Context::new().user(u).tenant(u).region("eu-west")).collect();
     let on = match case.as_str() {
         "rollout_by_key" => run(n, &contexts, &mut |c| store.is_enabled(black_box("a-rollout"), c)),
         "rollout_by_handle" => {
@@ -92,27 +46,22 @@ fn main() {
             let h = store.handle("b-staged");
             run(n, &contexts, &mut |c| h.is_enabled(c))
         }
-        "migration_check_by_handle" => {
+        "migration_check_by_handle" | "migration_read" | "migration_write" => {
+            let store = Arc::new(FlagStore::from_json(MIGRATIONS).expect("valid"));
+            let migrator = noop_migrator(store.clone(), "m-dualwrite");
             let h = store.handle("m-dualwrite");
-            run(n, &contexts, &mut |c| h.is_enabled(c))
-        }
-        "migration_read" | "migration_write" => {
-            let migrator = shared::noop_migrator(store.clone(), "m-dualwrite");
-            if case == "migration_read" {
-                run(n, &contexts, &mut |c| migrator.read(c, &7).is_ok())
-            } else {
-                run(n, &contexts, &mut |c| migrator.write(c, &7).is_ok())
+            match case.as_str() {
+                "migration_read" => run(n, &contexts, &mut |c| migrator.read(c, &7).is_ok()),
+                "migration_write" => run(n, &contexts, &mut |c| migrator.write(c, &7).is_ok()),
+                _ => run(n, &contexts, &mut |c| h.is_enabled(c)),
             }
         }
         "rotating_by_key_100000" => {
-            let (doc, keys) = many();
-            let store = FlagStore::from_json(doc).expect("valid");
-            // The bench's order: a stride coprime with n, so two nearly
-            // sequential walks through the flags.
-            let order: Vec<&str> =
-                (0..keys.len()).map(|k| keys[(k * 50_001) % keys.len()].as_str()).collect();
+            // The bench's `rotating` case: its config and its order.
+            let store = FlagStore::from_json(config(100_000)).expect("valid");
+            let keys = scattered(100_000);
             let mut k = 0;
-            run(n, &contexts, &mut |c| store.is_enabled(order[advance(&mut k, order.len())], c))
+            run(n, &contexts, &mut |c| store.is_enabled(&keys[advance(&mut k, keys.len())], c))
         }
         other => {
             eprintln!("unknown case {other:?}");

@@ -52,36 +52,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 mod shared;
 
-/// A config with `n` flags: the four bench flags plus `n - 4` filler flags
-/// shaped like (a).
-fn config(n: usize) -> String {
-    let exclusion: Vec<String> = (0..50).map(|i| format!("\"bank-{i}\"")).collect();
-    let mut flags = vec![
-        r#""a-rollout": { "enabled": true, "bucket_by": "user",
-            "stages": [ { "name": "quarter", "percent": 25 } ], "stage": "quarter" }"#
-            .to_owned(),
-        r#""b-staged": { "enabled": true, "bucket_by": "tenant", "exclude": ["regulated"],
-            "stages": [ { "name": "eu-half", "cohorts": ["eu"], "percent": 50 } ],
-            "stage": "eu-half",
-            "variants": [ { "name": "control", "weight": 50 }, { "name": "treatment", "weight": 50 } ] }"#
-            .to_owned(),
-        r#""c-killed": { "enabled": false, "stages": [ { "name": "all" } ], "stage": "all" }"#.to_owned(),
-    ];
-    for i in flags.len()..n {
-        flags.push(format!(
-            r#""filler-{i}": {{ "enabled": true,
-                "stages": [ {{ "name": "p", "percent": 25 }} ], "stage": "p" }}"#
-        ));
-    }
-    format!(
-        r#"{{ "version": 1,
-             "cohorts": {{ "eu": {{ "regions": ["eu-west", "eu-north"] }},
-                           "regulated": {{ "tenants": [{}] }} }},
-             "flags": {{ {} }} }}"#,
-        exclusion.join(","),
-        flags.join(",")
-    )
-}
+use shared::{MIGRATIONS, USERS, advance, bench_key, config, scattered};
 
 /// The `apply` group's configs: `n` flags, each with 5 stages and 3 cohorts.
 fn staged_config(n: usize, version: u64) -> String {
@@ -207,8 +178,6 @@ impl Floor {
         }
     }
 }
-
-const USERS: [&str; 8] = ["u-1", "u-22", "u-333", "u-4444", "u-55555", "u-6", "u-77", "u-888"];
 
 fn floor(c: &mut Criterion) {
     let mut group = c.benchmark_group("floor");
@@ -407,9 +376,7 @@ fn rotating(c: &mut Criterion) {
     let users: Vec<Context<'_>> = USERS.iter().map(|u| Context::new().user(u)).collect();
     for n in [100, 10_000, 100_000] {
         let store = FlagStore::from_json(config(n)).expect("valid");
-        // Every flag once, in a scattered order (a stride coprime with n).
-        let stride = (0..).map(|k| n / 2 + 1 + k).find(|s| gcd(*s, n) == 1).unwrap_or(1);
-        let owned: Vec<String> = (0..n).map(|i| bench_key((i * stride) % n)).collect();
+        let owned = scattered(n);
         // The keys as a service holds them, literals side by side in its
         // read-only data: one heap string per key would add a cache miss
         // of the harness's own to every check.
@@ -441,33 +408,6 @@ fn rotating(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-/// The key of the `i`th flag of [`config`]: (a), (b), (c), then fillers.
-fn bench_key(i: usize) -> String {
-    match i {
-        0 => "a-rollout".to_owned(),
-        1 => "b-staged".to_owned(),
-        2 => "c-killed".to_owned(),
-        i => format!("filler-{i}"),
-    }
-}
-
-/// Steps a loop's index over `len` items with an add and a compare: `%`
-/// by a length known only at run time is a division, on the critical path
-/// of every iteration and slower than some of the checks it feeds (the
-/// peers' loops step the same way).
-#[inline(always)]
-fn advance(i: &mut usize, len: usize) -> usize {
-    *i += 1;
-    if *i >= len {
-        *i = 0;
-    }
-    *i
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// Per-thread time of `iters` runs of `work` on `threads` threads at once
@@ -898,22 +838,7 @@ fn operators(c: &mut Criterion) {
 
 fn migration(c: &mut Criterion) {
     let mut group = c.benchmark_group("migration");
-    let store = Arc::new(
-        FlagStore::from_json(
-            r#"{ "version": 1, "flags": {
-          "m-off": { "enabled": false, "migration": true, "bucket_by": "tenant",
-            "stages": [ { "name": "dual", "step": "dualwrite" } ], "stage": "dual" },
-          "m-dualwrite": { "enabled": true, "migration": true, "bucket_by": "tenant",
-            "stages": [ { "name": "dual", "step": "dualwrite" } ], "stage": "dual" },
-          "m-shadow": { "enabled": true, "migration": true, "bucket_by": "tenant",
-            "stages": [ { "name": "dual", "step": "dualwrite" }, { "name": "half", "percent": 50, "step": "shadow" } ],
-            "stage": "half" },
-          "m-complete": { "enabled": true, "migration": true, "bucket_by": "tenant",
-            "stages": [ { "name": "dual", "step": "dualwrite" }, { "name": "all", "step": "complete" } ],
-            "stage": "all" } } }"#,
-        )
-        .expect("bench config is valid"),
-    );
+    let store = Arc::new(FlagStore::from_json(MIGRATIONS).expect("bench config is valid"));
     let tenants: Vec<Context<'_>> = USERS.iter().map(|t| Context::new().tenant(t)).collect();
     let mut i = 0usize;
     let mut next = || {
