@@ -534,9 +534,15 @@ impl Slots {
         shared
     }
 
-    /// The store's one copy of a key, shared by every config compiled.
-    fn key(&self, slot: u32) -> Option<Arc<str>> {
-        self.entries.get(slot as usize)?.as_ref().map(|e| e.key.clone())
+    /// The slot of `name`, given out now if it has none, and the store's
+    /// one copy of the key, shared by every config compiled.
+    fn slot_and_key(&mut self, name: &str) -> (u32, Arc<str>) {
+        if let Some((key, &slot)) = self.by_name.get_key_value(name) {
+            return (slot, key.clone());
+        }
+        let slot = self.slot(name);
+        let key = self.entries.get(slot as usize).and_then(Option::as_ref).map(|e| e.key.clone());
+        (slot, key.unwrap_or_else(|| name.into()))
     }
 
     /// Every key with a slot, and its slot.
@@ -551,6 +557,10 @@ impl Slots {
 
     /// Counts one more (or one fewer) kept config holding each key.
     pub(crate) fn hold<'k>(&mut self, keys: impl Iterator<Item = &'k str>, more: bool) {
+        if more {
+            // Room for a first config's keys at once, not by doubling.
+            self.by_name.reserve(keys.size_hint().0.saturating_sub(self.by_name.len()));
+        }
         for key in keys {
             let slot = self.slot(key);
             if let Some(Some(entry)) = self.entries.get_mut(slot as usize) {
@@ -629,9 +639,8 @@ impl Compiled {
         let mut slot_of = Vec::with_capacity(config.flags.len());
         for (key, flag) in &config.flags {
             let index = u32::try_from(flags.len()).unwrap_or(NO_FLAG);
-            let slot = slots.slot(key);
+            let (slot, shared) = slots.slot_and_key(key);
             slot_of.push(slot);
-            let shared = slots.key(slot).unwrap_or_else(|| key.as_str().into());
             named.push((shared.clone(), index));
             let mut compiled = Flag::new(shared, flag, &cohorts, numbering.as_deref_mut());
             if let Some(value) = overrides.get(key) {
@@ -648,9 +657,8 @@ impl Compiled {
         let plain = config::Flag::plain();
         for (key, value) in overrides.iter().filter(|(k, _)| !config.flags.contains_key(*k)) {
             let index = u32::try_from(flags.len()).unwrap_or(NO_FLAG);
-            let slot = slots.slot(key);
+            let (slot, key) = slots.slot_and_key(key);
             slot_of.push(slot);
-            let key = slots.key(slot).unwrap_or_else(|| key.as_str().into());
             named.push((key.clone(), index));
             let mut compiled = Flag::new(key, &plain, &cohorts, numbering.as_deref_mut());
             compiled.force(value, numbering.as_deref_mut());
@@ -685,9 +693,13 @@ impl Compiled {
         let by_name = KeyIndex::new(named.iter().map(|(key, value)| (&**key, record(*value))));
         let by_slot = by_slot.iter().map(|&value| record(value)).collect();
         drop(named);
-        // Prerequisites, by index: every flag is compiled by now.
-        for flag in &mut flags {
-            let Some(source) = config.flags.get(&*flag.key) else { continue };
+        // Prerequisites, by index: every flag is compiled by now. The
+        // config's flags come first, in its order; the overrides it lacks
+        // require nothing.
+        for (flag, source) in flags.iter_mut().zip(config.flags.values()) {
+            if source.requires.is_empty() {
+                continue;
+            }
             flag.requires = source
                 .requires
                 .iter()
@@ -1197,43 +1209,37 @@ impl FlagSeries {
                 .map(|s| (Group::Exposed(s.name), s.variants.as_deref().unwrap_or(variants)))
                 .collect(),
         };
+        let listed: usize = groups.iter().map(|(_, v)| v.list.len()).sum();
+        let series = 3 + 2 * groups.len() + listed + 1 + 2 * usize::from(held_back) + 1;
+        let mut numbering = numbering.flag(flag, series);
         // `not-exposed` and the first exposure group are the cells a
         // shortcut check counts in: hot, beside other flags' hot cells.
-        let mut eval = |group, variant, hot| {
-            let key = SeriesKey::Evaluations { flag: flag.clone(), group, variant };
-            if hot { numbering.id_hot(key) } else { numbering.id(key) }
-        };
-        let mut evaluations = vec![
-            eval(Group::Off, None, false),
-            eval(Group::Excluded, None, false),
-            eval(Group::NotExposed, None, true),
-        ];
+        let mut evaluations = Vec::with_capacity(3 + groups.len() + listed);
+        evaluations.extend([
+            numbering.evaluations(Group::Off, None, false),
+            numbering.evaluations(Group::Excluded, None, false),
+            numbering.evaluations(Group::NotExposed, None, true),
+        ]);
         for (i, &(group, listed)) in groups.iter().enumerate() {
-            evaluations.push(eval(group, None, i == 0));
-            evaluations.extend(listed.list.iter().map(|v| eval(group, Some(v.name), false)));
+            evaluations.push(numbering.evaluations(group, None, i == 0));
+            evaluations.extend(
+                listed.list.iter().map(|v| numbering.evaluations(group, Some(v.name), false)),
+            );
         }
         let outcomes = std::iter::once(Group::NotExposed)
             .chain(groups.into_iter().map(|(group, _)| group))
-            .map(|group| numbering.id(SeriesKey::Outcomes { flag: flag.clone(), group }))
+            .map(|group| numbering.outcomes(group))
             .collect();
         let (held_back_cell, held_back) = if held_back {
             (
-                numbering.id(SeriesKey::Evaluations {
-                    flag: flag.clone(),
-                    group: Group::HeldBack,
-                    variant: None,
-                }),
-                numbering.id(SeriesKey::Outcomes { flag: flag.clone(), group: Group::HeldBack }),
+                numbering.evaluations(Group::HeldBack, None, false),
+                numbering.outcomes(Group::HeldBack),
             )
         } else {
             (NO_FLAG, NO_FLAG)
         };
         let prerequisite_cell = if prerequisites {
-            numbering.id(SeriesKey::Evaluations {
-                flag: flag.clone(),
-                group: Group::Prerequisite,
-                variant: None,
-            })
+            numbering.evaluations(Group::Prerequisite, None, false)
         } else {
             NO_FLAG
         };

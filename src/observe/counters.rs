@@ -178,39 +178,17 @@ impl Series {
 impl Numbering {
     /// The first cell of `key`'s series, numbering it if it is new.
     pub(crate) fn id(&mut self, key: SeriesKey) -> u32 {
-        self.number(key, false)
-    }
-
-    /// [`Numbering::id`] for an evaluation series most checks of its flag
-    /// count in: numbered among the other flags' hot cells.
-    pub(crate) fn id_hot(&mut self, key: SeriesKey) -> u32 {
-        self.number(key, true)
-    }
-
-    fn number(&mut self, key: SeriesKey, hot: bool) -> u32 {
         let (flag, series) = Series::split(key);
-        let ids = match self.flags.get_mut(&*flag) {
-            Some(ids) => ids,
-            // A plain flag has six series, a staged one a few more.
-            None => self.flags.entry(flag).or_insert_with(|| Vec::with_capacity(8)),
-        };
-        if let Some(&(_, id)) = ids.iter().find(|(s, _)| *s == series) {
-            return id;
-        }
-        let id = match series {
-            Series::Evaluations { .. } => {
-                let chunk = if hot { &mut self.hot } else { &mut self.cold };
-                chunk.take(&mut self.evaluation_cells)
-            }
-            Series::Outcomes { .. } => {
-                let id = self.outcome_cells;
-                self.outcome_cells = id.saturating_add(OUTCOME_CELLS);
-                id
-            }
-        };
-        ids.push((series, id));
-        self.live += 1;
-        id
+        // A plain flag has six series, a staged one a few more.
+        self.flag(&flag, 8).number(series, false)
+    }
+
+    /// The series of `flag`, numbered through one lookup of it; room is
+    /// made for `series` of them at once when the flag is new.
+    pub(crate) fn flag(&mut self, flag: &Arc<str>, series: usize) -> FlagNumbering<'_> {
+        let Numbering { flags, live, evaluation_cells, outcome_cells, hot, cold, .. } = self;
+        let ids = flags.entry(flag.clone()).or_insert_with(|| Vec::with_capacity(series));
+        FlagNumbering { ids, live, evaluation_cells, outcome_cells, hot, cold }
     }
 
     /// Every live series and its first cell (the cold side: metrics).
@@ -231,6 +209,56 @@ impl Numbering {
     /// Whether dead series outnumber live ones enough to start afresh.
     pub(crate) fn worth_compacting(&self) -> bool {
         self.dead.len() > self.live.max(256)
+    }
+}
+
+/// One flag's part of a [`Numbering`], borrowed from it by
+/// [`Numbering::flag`].
+pub(crate) struct FlagNumbering<'n> {
+    ids: &'n mut Vec<(Series, u32)>,
+    live: &'n mut usize,
+    evaluation_cells: &'n mut u32,
+    outcome_cells: &'n mut u32,
+    hot: &'n mut Chunk,
+    cold: &'n mut Chunk,
+}
+
+impl FlagNumbering<'_> {
+    /// The first cell of the flag's evaluations in `group` handing out
+    /// `variant`; `hot` for a series most checks of
+    /// the flag count in, numbered among the other flags' hot cells.
+    pub(crate) fn evaluations(
+        &mut self,
+        group: Group,
+        variant: Option<&'static str>,
+        hot: bool,
+    ) -> u32 {
+        self.number(Series::Evaluations { group, variant }, hot)
+    }
+
+    /// The first cell of the flag's outcome block in `group`.
+    pub(crate) fn outcomes(&mut self, group: Group) -> u32 {
+        self.number(Series::Outcomes { group }, false)
+    }
+
+    fn number(&mut self, series: Series, hot: bool) -> u32 {
+        if let Some(&(_, id)) = self.ids.iter().find(|(s, _)| *s == series) {
+            return id;
+        }
+        let id = match series {
+            Series::Evaluations { .. } => {
+                let chunk = if hot { &mut *self.hot } else { &mut *self.cold };
+                chunk.take(self.evaluation_cells)
+            }
+            Series::Outcomes { .. } => {
+                let id = *self.outcome_cells;
+                *self.outcome_cells = id.saturating_add(OUTCOME_CELLS);
+                id
+            }
+        };
+        self.ids.push((series, id));
+        *self.live += 1;
+        id
     }
 }
 
@@ -289,7 +317,10 @@ impl Counters {
     }
 
     fn build(cells: usize, shards: usize, exclusive: bool) -> Self {
-        let shard = || Shard((0..cells + 2 * PAD).map(|_| AtomicU64::new(0)).collect());
+        // Zeroed by the allocator: a large table is fresh zero pages, so
+        // compiling it costs no writes, and the cells of flags never
+        // counted in (most, in a config of 100,000) cost no memory.
+        let shard = || Shard(bytemuck::zeroed_slice_box(cells + 2 * PAD));
         Self { shards: (0..shards).map(|_| shard()).collect(), cells, exclusive }
     }
 
@@ -396,21 +427,20 @@ mod tests {
     #[test]
     fn hot_cells_are_numbered_apart_in_growing_chunks() {
         let mut series = Numbering::default();
-        let eval = |f: usize, group| SeriesKey::Evaluations {
-            flag: format!("f{f}").into(),
-            group,
-            variant: None,
-        };
+        let flags: Vec<Arc<str>> = (0..1000).map(|f| format!("f{f}").into()).collect();
         let (mut hot, mut cold) = (Vec::new(), Vec::new());
-        for f in 0..1000 {
-            cold.push(series.id(eval(f, Group::Off)));
-            hot.push(series.id_hot(eval(f, Group::NotExposed)));
-            hot.push(series.id_hot(eval(f, Group::Exposed("on"))));
-            cold.push(series.id(eval(f, Group::Excluded)));
+        for flag in &flags {
+            let mut flag = series.flag(flag, 4);
+            cold.push(flag.evaluations(Group::Off, None, false));
+            hot.push(flag.evaluations(Group::NotExposed, None, true));
+            hot.push(flag.evaluations(Group::Exposed("on"), None, true));
+            cold.push(flag.evaluations(Group::Excluded, None, false));
         }
         // Numbered once: asking again gives the same cell.
-        assert_eq!(series.id_hot(eval(7, Group::NotExposed)), hot[14]);
-        assert_eq!(series.id(eval(7, Group::Off)), cold[14]);
+        assert_eq!(series.flag(&flags[7], 4).evaluations(Group::NotExposed, None, true), hot[14]);
+        let off =
+            SeriesKey::Evaluations { flag: flags[7].clone(), group: Group::Off, variant: None };
+        assert_eq!(series.id(off), cold[14]);
         // Every cell once, and little left over at the ends of chunks.
         let mut all = [hot.clone(), cold.clone()].concat();
         all.sort_unstable();
