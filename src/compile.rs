@@ -632,6 +632,9 @@ impl Compiled {
                 .collect(),
         );
 
+        if let Some(numbering) = numbering.as_deref_mut() {
+            numbering.reserve_flags(config.flags.len() + overrides.len());
+        }
         let mut flags = Vec::with_capacity(config.flags.len() + overrides.len());
         // Every key this config answers for, by number: its flags, the
         // overrides it lacks, and the store's other keys (absent).
@@ -1202,32 +1205,34 @@ impl FlagSeries {
         prerequisites: bool,
         numbering: &mut Numbering,
     ) -> Self {
-        let groups: Vec<(Group, &Variants)> = match stages {
-            None => vec![(Group::Exposed("on"), variants)],
-            Some(stages) => stages
-                .iter()
-                .map(|s| (Group::Exposed(s.name), s.variants.as_deref().unwrap_or(variants)))
-                .collect(),
+        // Each exposure group and its variants: the stages', or `on`.
+        fn of_stage<'v>(s: &'v Stage, variants: &'v Variants) -> (Group, &'v Variants) {
+            (Group::Exposed(s.name), s.variants.as_deref().unwrap_or(variants))
+        }
+        let groups = || {
+            let on = stages.is_none().then_some((Group::Exposed("on"), variants));
+            stages.unwrap_or_default().iter().map(|s| of_stage(s, variants)).chain(on)
         };
-        let listed: usize = groups.iter().map(|(_, v)| v.list.len()).sum();
-        let series = 3 + 2 * groups.len() + listed + 1 + 2 * usize::from(held_back) + 1;
+        let exposures = groups().count();
+        let listed: usize = groups().map(|(_, v)| v.list.len()).sum();
+        let series = 3 + 2 * exposures + listed + 1 + 2 * usize::from(held_back) + 1;
         let mut numbering = numbering.flag(flag, series);
         // `not-exposed` and the first exposure group are the cells a
         // shortcut check counts in: hot, beside other flags' hot cells.
-        let mut evaluations = Vec::with_capacity(3 + groups.len() + listed);
+        let mut evaluations = Vec::with_capacity(3 + exposures + listed);
         evaluations.extend([
             numbering.evaluations(Group::Off, None, false),
             numbering.evaluations(Group::Excluded, None, false),
             numbering.evaluations(Group::NotExposed, None, true),
         ]);
-        for (i, &(group, listed)) in groups.iter().enumerate() {
+        for (i, (group, listed)) in groups().enumerate() {
             evaluations.push(numbering.evaluations(group, None, i == 0));
             evaluations.extend(
                 listed.list.iter().map(|v| numbering.evaluations(group, Some(v.name), false)),
             );
         }
         let outcomes = std::iter::once(Group::NotExposed)
-            .chain(groups.into_iter().map(|(group, _)| group))
+            .chain(groups().map(|(group, _)| group))
             .map(|group| numbering.outcomes(group))
             .collect();
         let (held_back_cell, held_back) = if held_back {

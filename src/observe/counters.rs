@@ -183,6 +183,12 @@ impl Numbering {
         self.flag(&flag, 8).number(series, false)
     }
 
+    /// Makes room for the series lists of `flags` flags at once (those of a
+    /// first config), not by doubling the table as they come.
+    pub(crate) fn reserve_flags(&mut self, flags: usize) {
+        self.flags.reserve(flags.saturating_sub(self.flags.len()));
+    }
+
     /// The series of `flag`, numbered through one lookup of it; room is
     /// made for `series` of them at once when the flag is new.
     pub(crate) fn flag(&mut self, flag: &Arc<str>, series: usize) -> FlagNumbering<'_> {
