@@ -186,11 +186,13 @@ impl Shared {
         CACHED
             .try_with(|cell| {
                 let mut slots = cell.try_borrow_mut().ok()?;
-                let index =
-                    match slots.iter().position(|c| c.as_ref().is_some_and(|c| c.id == this.id)) {
-                        Some(index) => index,
-                        None => Self::cache(this, &mut slots)?,
-                    };
+                let mine = |c: &&mut Cached| c.id == this.id;
+                // Found by reference, not by index: no second check of the
+                // slot it was found in.
+                if let Some(cached) = slots.iter_mut().flatten().find(mine) {
+                    return Some(f(cached));
+                }
+                let index = Self::cache(this, &mut slots)?;
                 Some(f(slots.get_mut(index)?.as_mut()?))
             })
             .ok()
