@@ -389,6 +389,14 @@ mod signed {
         let server = TestServer::start();
         let (store, events) = (Arc::new(FlagStore::new()), Events::default());
         let updater = signed_updater(&server, &store, &events);
+        // The thread's first pull (of the server's empty body) runs on its
+        // own; let it end before the documents below are served, or it
+        // could apply one of them before the refresh that should.
+        assert!(
+            wait_until(Duration::from_secs(10), || events.contains("rejected Source document")),
+            "{:?}",
+            events.all()
+        );
 
         server.serve(&doc(1), None);
         let err = updater.refresh_now().expect_err("unsigned");
