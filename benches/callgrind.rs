@@ -14,7 +14,7 @@ use flagstone::{Context, FlagStore};
 
 mod shared;
 
-use shared::{MIGRATIONS, USERS, advance, config, noop_migrator, scattered};
+use shared::{MIGRATIONS, USERS, advance, config, noop_migrator, scattered, staged_config};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -62,6 +62,17 @@ fn main() {
             let keys = scattered(100_000);
             let mut k = 0;
             run(n, &contexts, &mut |c| store.is_enabled(&keys[advance(&mut k, keys.len())], c))
+        }
+        "apply_10000" => {
+            // The bench's `apply` case at 10,000 flags: `n` applies, each
+            // to a new store, which (as in the bench) is not dropped in
+            // what is counted.
+            let doc = staged_config(10_000, 1);
+            let stores: Vec<FlagStore> =
+                (0..n).map(|_| FlagStore::from_json(black_box(&doc)).expect("valid")).collect();
+            let applied = stores.len() as u64;
+            std::mem::forget(stores);
+            applied
         }
         other => {
             eprintln!("unknown case {other:?}");

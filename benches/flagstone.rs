@@ -52,37 +52,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 mod shared;
 
-use shared::{MIGRATIONS, USERS, advance, bench_key, config, scattered};
-
-/// The `apply` group's configs: `n` flags, each with 5 stages and 3 cohorts.
-fn staged_config(n: usize, version: u64) -> String {
-    let cohorts: Vec<String> = (0..30)
-        .map(|i| {
-            format!(r#""c{i}": {{ "tenants": ["t-{i}", "t-{}"], "regions": ["eu-west"] }}"#, i + 1)
-        })
-        .collect();
-    let flags: Vec<String> = (0..n)
-        .map(|i| {
-            let (a, b, c) = (i % 30, (i + 7) % 30, (i + 13) % 30);
-            format!(
-                r#""flag-{i}": {{ "enabled": true, "bucket_by": "tenant", "exclude": ["c{c}"],
-                    "stages": [
-                      {{ "name": "internal", "cohorts": ["c{a}"] }},
-                      {{ "name": "beta", "cohorts": ["c{b}"] }},
-                      {{ "name": "canary", "percent": 5 }},
-                      {{ "name": "half", "percent": 50, "start_at": "2026-12-01T02:00:00Z" }},
-                      {{ "name": "everyone", "percent": 100 }}
-                    ],
-                    "stage": "canary" }}"#
-            )
-        })
-        .collect();
-    format!(
-        r#"{{ "version": {version}, "cohorts": {{ {} }}, "flags": {{ {} }} }}"#,
-        cohorts.join(","),
-        flags.join(",")
-    )
-}
+use shared::{MIGRATIONS, USERS, advance, bench_key, config, scattered, staged_config};
 
 /// The `apply` configs as Unleash features, equivalent in behaviour: the
 /// three stages in effect (two cohorts, then 5%), each with the exclusion as

@@ -53,6 +53,36 @@ pub fn config(n: usize) -> String {
     )
 }
 
+/// The `apply` group's configs (and the callgrind probe's apply case): `n` flags, each with 5 stages and 3 cohorts.
+pub fn staged_config(n: usize, version: u64) -> String {
+    let cohorts: Vec<String> = (0..30)
+        .map(|i| {
+            format!(r#""c{i}": {{ "tenants": ["t-{i}", "t-{}"], "regions": ["eu-west"] }}"#, i + 1)
+        })
+        .collect();
+    let flags: Vec<String> = (0..n)
+        .map(|i| {
+            let (a, b, c) = (i % 30, (i + 7) % 30, (i + 13) % 30);
+            format!(
+                r#""flag-{i}": {{ "enabled": true, "bucket_by": "tenant", "exclude": ["c{c}"],
+                    "stages": [
+                      {{ "name": "internal", "cohorts": ["c{a}"] }},
+                      {{ "name": "beta", "cohorts": ["c{b}"] }},
+                      {{ "name": "canary", "percent": 5 }},
+                      {{ "name": "half", "percent": 50, "start_at": "2026-12-01T02:00:00Z" }},
+                      {{ "name": "everyone", "percent": 100 }}
+                    ],
+                    "stage": "canary" }}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{ "version": {version}, "cohorts": {{ {} }}, "flags": {{ {} }} }}"#,
+        cohorts.join(","),
+        flags.join(",")
+    )
+}
+
 /// Migration flags at each step, `m-off`, `m-dualwrite`, `m-shadow` and
 /// `m-complete`, all by tenant.
 pub const MIGRATIONS: &str = r#"{ "version": 1, "flags": {
