@@ -194,7 +194,8 @@ impl Numbering {
     pub(crate) fn flag(&mut self, flag: &Arc<str>, series: usize) -> FlagNumbering<'_> {
         let Numbering { flags, live, evaluation_cells, outcome_cells, hot, cold, .. } = self;
         let ids = flags.entry(flag.clone()).or_insert_with(|| Vec::with_capacity(series));
-        FlagNumbering { ids, live, evaluation_cells, outcome_cells, hot, cold }
+        let fresh = ids.is_empty();
+        FlagNumbering { ids, fresh, live, evaluation_cells, outcome_cells, hot, cold }
     }
 
     /// Every live series and its first cell (the cold side: metrics).
@@ -222,6 +223,10 @@ impl Numbering {
 /// [`Numbering::flag`].
 pub(crate) struct FlagNumbering<'n> {
     ids: &'n mut Vec<(Series, u32)>,
+    /// The flag had no series when borrowed: what it is asked for is new
+    /// unless asked twice, which a caller of a fresh flag never does (a
+    /// flag's groups and variants are distinct), so nothing is searched.
+    fresh: bool,
     live: &'n mut usize,
     evaluation_cells: &'n mut u32,
     outcome_cells: &'n mut u32,
@@ -248,7 +253,10 @@ impl FlagNumbering<'_> {
     }
 
     fn number(&mut self, series: Series, hot: bool) -> u32 {
-        if let Some(&(_, id)) = self.ids.iter().find(|(s, _)| *s == series) {
+        let known = || self.ids.iter().find(|(s, _)| *s == series).map(|&(_, id)| id);
+        if self.fresh {
+            debug_assert!(known().is_none(), "{series:?} asked twice of a fresh flag");
+        } else if let Some(id) = known() {
             return id;
         }
         let id = match series {
