@@ -104,7 +104,20 @@ pub(crate) fn salt_seed(salt: &str) -> u64 {
 
 /// The variant seed of a salt: `xxh3_64(salt + ".variant")`.
 pub(crate) fn variant_seed(salt: &str) -> u64 {
-    xxh3_64(format!("{salt}.variant").as_bytes())
+    const SUFFIX: &[u8] = b".variant";
+    // Joined on the stack for a salt of up to 120 bytes (flag keys are):
+    // no allocation or formatting per flag compiled.
+    let mut joined = [0u8; 128];
+    let len = salt.len() + SUFFIX.len();
+    match joined.get_mut(..len) {
+        Some(buf) => {
+            let (head, tail) = buf.split_at_mut(salt.len());
+            head.copy_from_slice(salt.as_bytes());
+            tail.copy_from_slice(SUFFIX);
+            xxh3_64(buf)
+        }
+        None => xxh3_64(format!("{salt}.variant").as_bytes()),
+    }
 }
 
 /// The bucket of a unit under an already computed seed.
@@ -271,6 +284,15 @@ pub(crate) fn threshold(percent: f64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variant_seeds_joined_on_the_stack_are_those_of_the_joined_string() {
+        for len in 0..=130 {
+            let salt: String = "kéy-".chars().cycle().take(len).collect();
+            let joined = format!("{salt}.variant");
+            assert_eq!(variant_seed(&salt), xxh3_64(joined.as_bytes()), "{len}");
+        }
+    }
 
     #[test]
     fn buckets_stay_in_range() {
