@@ -74,6 +74,16 @@ fn main() {
             std::mem::forget(stores);
             applied
         }
+        "reapply_10000" => {
+            // A push of the next version over the serving one, as a
+            // service applies them: the same 10,000 flags, every series
+            // already numbered.
+            let store = FlagStore::from_json(staged_config(10_000, 1)).expect("valid");
+            // Written whatever `n` (up to 2), so that the run of none
+            // subtracts their formatting.
+            let docs: Vec<String> = (2..4).map(|v| staged_config(10_000, v)).collect();
+            docs.iter().take(n).map(|d| store.apply_json(black_box(d)).expect("newer")).sum()
+        }
         other => {
             eprintln!("unknown case {other:?}");
             std::process::exit(2);

@@ -18,7 +18,7 @@ cases=("$@")
 if [ ${#cases[@]} -eq 0 ]; then
   cases=(rollout_by_key rollout_by_handle kill_switch_by_key kill_switch_by_handle unknown_by_key
          staged_by_key staged_by_handle migration_check_by_handle migration_read migration_write
-         rotating_by_key_100000 apply_10000)
+         rotating_by_key_100000 apply_10000 reapply_10000)
 fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -29,7 +29,7 @@ irs() { # the total instructions of one run
 printf '%-28s %s\n' case "instructions per operation"
 for case in "${cases[@]}"; do
   # Checks 200,000 times; an apply (millions of instructions) twice.
-  case $case in apply_*) n=2 ;; *) n=200000 ;; esac
+  case $case in *apply_*) n=2 ;; *) n=200000 ;; esac
   base=$(irs "$case" 0)
   full=$(irs "$case" "$n")
   printf '%-28s %s\n' "$case" "$(( (full - base + n / 2) / n ))"
