@@ -104,20 +104,12 @@ pub(crate) fn salt_seed(salt: &str) -> u64 {
 
 /// The variant seed of a salt: `xxh3_64(salt + ".variant")`.
 pub(crate) fn variant_seed(salt: &str) -> u64 {
-    const SUFFIX: &[u8] = b".variant";
-    // Joined on the stack for a salt of up to 120 bytes (flag keys are):
-    // no allocation or formatting per flag compiled.
-    let mut joined = [0u8; 128];
-    let len = salt.len() + SUFFIX.len();
-    match joined.get_mut(..len) {
-        Some(buf) => {
-            let (head, tail) = buf.split_at_mut(salt.len());
-            head.copy_from_slice(salt.as_bytes());
-            tail.copy_from_slice(SUFFIX);
-            xxh3_64(buf)
-        }
-        None => xxh3_64(format!("{salt}.variant").as_bytes()),
-    }
+    // Streamed, so the joined text is never built (no allocation or
+    // formatting per flag compiled); the digest is the one-shot hash's.
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    hasher.update(salt.as_bytes());
+    hasher.update(b".variant");
+    hasher.digest()
 }
 
 /// The bucket of a unit under an already computed seed.
@@ -286,8 +278,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn variant_seeds_joined_on_the_stack_are_those_of_the_joined_string() {
-        for len in 0..=130 {
+    fn streamed_variant_seeds_are_those_of_the_joined_string() {
+        for len in 0..=300 {
             let salt: String = "kéy-".chars().cycle().take(len).collect();
             let joined = format!("{salt}.variant");
             assert_eq!(variant_seed(&salt), xxh3_64(joined.as_bytes()), "{len}");
