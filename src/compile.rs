@@ -498,9 +498,15 @@ pub(crate) struct HandleSlot {
 impl Slots {
     /// The slot of `name`, given out now if it has none.
     pub(crate) fn slot(&mut self, name: &str) -> u32 {
-        if let Some(&slot) = self.by_name.get(name) {
-            return slot;
+        match self.by_name.get(name) {
+            Some(&slot) => slot,
+            None => self.give(name).0,
         }
+    }
+
+    /// Gives `name`, which has no slot, a free one or a new one; returns it
+    /// and the store's copy of the key.
+    fn give(&mut self, name: &str) -> (u32, Arc<str>) {
         let key: Arc<str> = name.into();
         let (slot, epoch) = match self.free.pop() {
             Some(slot) => {
@@ -514,8 +520,8 @@ impl Slots {
             Some(free) => *free = Some(entry),
             None => self.entries.push(Some(entry)),
         }
-        self.by_name.insert(key, slot);
-        slot
+        self.by_name.insert(key.clone(), slot);
+        (slot, key)
     }
 
     /// The shared part of a handle to `name`.
@@ -537,12 +543,10 @@ impl Slots {
     /// The slot of `name`, given out now if it has none, and the store's
     /// one copy of the key, shared by every config compiled.
     fn slot_and_key(&mut self, name: &str) -> (u32, Arc<str>) {
-        if let Some((key, &slot)) = self.by_name.get_key_value(name) {
-            return (slot, key.clone());
+        match self.by_name.get_key_value(name) {
+            Some((key, &slot)) => (slot, key.clone()),
+            None => self.give(name),
         }
-        let slot = self.slot(name);
-        let key = self.entries.get(slot as usize).and_then(Option::as_ref).map(|e| e.key.clone());
-        (slot, key.unwrap_or_else(|| name.into()))
     }
 
     /// Every key with a slot, and its slot.
