@@ -1219,11 +1219,14 @@ impl FlagSeries {
         };
         let exposures = groups().count();
         let listed: usize = groups().map(|(_, v)| v.list.len()).sum();
-        let series = 3 + 2 * exposures + listed + 1 + 2 * usize::from(held_back) + 1;
-        let mut numbering = numbering.flag(flag, series);
+        // Off, excluded and not exposed, then each group and its variants;
+        // an outcome block for not exposed and for each group.
+        let (evaluated, blocks) = (3 + exposures + listed, 1 + exposures);
+        let extra = 2 * usize::from(held_back) + usize::from(prerequisites);
+        let mut numbering = numbering.flag(flag, evaluated + blocks + extra);
         // `not-exposed` and the first exposure group are the cells a
         // shortcut check counts in: hot, beside other flags' hot cells.
-        let mut evaluations = Vec::with_capacity(3 + exposures + listed);
+        let mut evaluations = Vec::with_capacity(evaluated);
         evaluations.extend([
             numbering.evaluations(Group::Off, None, false),
             numbering.evaluations(Group::Excluded, None, false),
