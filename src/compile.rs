@@ -383,11 +383,12 @@ pub(crate) struct Cohort {
 }
 
 /// A set of names: a short list is scanned (faster than hashing a handful of
-/// strings), a long one is hashed.
+/// strings), a long one is hashed into the key index's table, where a name
+/// of up to 15 bytes is hashed and compared as two words, with no call.
 #[derive(Clone, Debug)]
 pub(crate) enum NameSet {
     Few(Box<[Packed]>),
-    Many(foldhash::HashSet<Box<str>>),
+    Many(KeyIndex<()>),
 }
 
 pub(crate) const FEW: usize = 8;
@@ -447,7 +448,7 @@ impl NameSet {
         if names.len() <= FEW {
             NameSet::Few(names.iter().map(|n| Packed::new(n.as_ref())).collect())
         } else {
-            NameSet::Many(names.iter().map(|n| n.as_ref().into()).collect())
+            NameSet::Many(KeyIndex::sparse(names.iter().map(|n| (n.as_ref(), ()))))
         }
     }
 
@@ -455,7 +456,7 @@ impl NameSet {
     pub(crate) fn contains(&self, name: &str) -> bool {
         match self {
             NameSet::Few(names) => packed_contains(names, name),
-            NameSet::Many(names) => names.contains(name),
+            NameSet::Many(names) => names.get(name).is_some(),
         }
     }
 }

@@ -1,5 +1,8 @@
 //! The key index of a compiled config: flag key → [`Hot`] record, as a
-//! small table of tags over dense entries.
+//! small table of tags over dense entries. A cohort's large name sets
+//! (more than [`FEW`](super::FEW) tenants, users, regions or values) are
+//! the same table with no record (`KeyIndex<()>`), so a short name is
+//! looked up with no call either.
 //!
 //! A check by key hashes the key and probes the table, four bytes a slot
 //! (a tag and an entry number), so the part of the index a lookup touches
@@ -29,19 +32,21 @@ const LONG: u64 = 0xff << 56;
 /// slot's high bits, is below the largest those bits hold.
 const EMPTY: u32 = u32::MAX;
 
-/// One key and its record, in 40 bytes: eight entries to five cache
-/// lines, so checks of neighbouring flags stream through fewer of them.
+/// One key and its record; with a [`Hot`] record, 40 bytes: eight
+/// entries to five cache lines, so checks of neighbouring flags stream
+/// through fewer of them.
 #[derive(Clone, Copy)]
-struct Entry {
+struct Entry<V> {
     /// A short key's bytes and length ([`Want::short`]); for a long key,
     /// its start and length in the arena, then [`LONG`].
     words: (u64, u64),
-    hot: Hot,
+    value: V,
 }
 
-/// Flag keys and their records; built once per compiled config.
+/// Keys and their records (flag keys and [`Hot`] records by default);
+/// built once per compiled config.
 #[derive(Clone)]
-pub(crate) struct KeyIndex {
+pub(crate) struct KeyIndex<V = Hot> {
     /// One and a half slots a key (and 8 more): at most two thirds full,
     /// so probes are short and always reach an empty slot. A slot is
     /// [`EMPTY`] or holds its key's entry number in its high bits (from
@@ -53,16 +58,30 @@ pub(crate) struct KeyIndex {
     shift: u32,
     /// The bits of a slot below `shift`: its tag.
     tag_mask: u32,
-    entries: Vec<Entry>,
+    entries: Vec<Entry<V>>,
     arena: String,
 }
 
-impl KeyIndex {
+impl<V: Copy> KeyIndex<V> {
     /// An index of `entries` (a key given twice keeps its last record).
     /// Keys of 4 GiB or more are left out (no document holds one), and so
     /// are keys past the 4 billionth.
-    pub(crate) fn new<'k>(entries: impl ExactSizeIterator<Item = (&'k str, Hot)>) -> Self {
+    pub(crate) fn new<'k>(entries: impl ExactSizeIterator<Item = (&'k str, V)>) -> Self {
         let size = entries.len() + entries.len() / 2 + 8;
+        Self::with_slots(entries, size)
+    }
+
+    /// [`KeyIndex::new`] at most a quarter full, for sets looked up mostly
+    /// for names they lack (a cohort's tenants, checked for every tenant):
+    /// such a lookup ends at the first empty slot, after 1.4 slots on
+    /// average where two thirds full takes 5. Four slots a key are 16
+    /// bytes, less than the key's entry.
+    pub(crate) fn sparse<'k>(entries: impl ExactSizeIterator<Item = (&'k str, V)>) -> Self {
+        let size = entries.len().saturating_mul(4).saturating_add(8);
+        Self::with_slots(entries, size)
+    }
+
+    fn with_slots<'k>(entries: impl ExactSizeIterator<Item = (&'k str, V)>, size: usize) -> Self {
         // Entry numbers 0..n in the high `bits` bits, none all ones.
         let bits = (usize::BITS - entries.len().leading_zeros()).clamp(1, u32::BITS);
         let shift = u32::BITS - bits;
@@ -73,21 +92,21 @@ impl KeyIndex {
             entries: Vec::with_capacity(entries.len()),
             arena: String::new(),
         };
-        for (key, hot) in entries {
-            index.insert(key, hot);
+        for (key, value) in entries {
+            index.insert(key, value);
         }
         index.entries.shrink_to_fit();
         index.arena.shrink_to_fit();
         index
     }
 
-    fn insert(&mut self, key: &str, hot: Hot) {
+    fn insert(&mut self, key: &str, value: V) {
         let Some(want) = Want::of(key) else { return };
         let (tag, at) = self.place(&want);
         match self.probe(tag, at, &want) {
             Ok(found) => {
                 if let Some(entry) = self.entries.get_mut(found) {
-                    entry.hot = hot;
+                    entry.value = value;
                 }
             }
             Err(vacant) => {
@@ -105,7 +124,7 @@ impl KeyIndex {
                         (u64::from(start) | (key.len() as u64) << 32, LONG)
                     }
                 };
-                let entry = Entry { words, hot };
+                let entry = Entry { words, value };
                 if let Some(slot) = self.slots.get_mut(vacant) {
                     *slot = (number as u32) << self.shift | tag;
                     self.entries.push(entry);
@@ -116,7 +135,7 @@ impl KeyIndex {
 
     /// The record of `key`, if the index has it.
     #[inline]
-    pub(crate) fn get(&self, key: &str) -> Option<&Hot> {
+    pub(crate) fn get(&self, key: &str) -> Option<&V> {
         if key.len() > INLINE {
             return self.get_long(key);
         }
@@ -127,20 +146,20 @@ impl KeyIndex {
     /// [`KeyIndex::get`] for a key longer than [`INLINE`] (out of line:
     /// it compares bytes in the arena).
     #[inline(never)]
-    fn get_long(&self, key: &str) -> Option<&Hot> {
+    fn get_long(&self, key: &str) -> Option<&V> {
         self.find(&Want::of(key)?)
     }
 
     #[inline(always)]
-    fn find(&self, want: &Want<'_>) -> Option<&Hot> {
+    fn find(&self, want: &Want<'_>) -> Option<&V> {
         let (tag, at) = self.place(want);
         let found = self.probe(tag, at, want).ok()?;
-        self.entries.get(found).map(|entry| &entry.hot)
+        self.entries.get(found).map(|entry| &entry.value)
     }
 
     /// Every key's record, to recompute after the flags change.
-    pub(crate) fn records_mut(&mut self) -> impl Iterator<Item = &mut Hot> {
-        self.entries.iter_mut().map(|e| &mut e.hot)
+    pub(crate) fn records_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.entries.iter_mut().map(|e| &mut e.value)
     }
 
     /// From `at` on, the entry of the key `want` describes (`Ok`), or the
@@ -189,7 +208,7 @@ impl KeyIndex {
     /// a short key's words say exactly (a long key's never equal them), a
     /// long key is compared in the arena.
     #[inline]
-    fn holds(&self, entry: &Entry, want: &Want<'_>) -> bool {
+    fn holds(&self, entry: &Entry<V>, want: &Want<'_>) -> bool {
         match *want {
             Want::Short(words) => entry.words == words,
             Want::Long(key) => {
@@ -248,7 +267,7 @@ impl<'k> Want<'k> {
     }
 }
 
-impl std::fmt::Debug for KeyIndex {
+impl<V> std::fmt::Debug for KeyIndex<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyIndex").field("keys", &self.entries.len()).finish_non_exhaustive()
     }
@@ -314,13 +333,14 @@ mod tests {
         );
         let off = |key| index.get(key).map(|h| h.off);
         assert_eq!((off("a"), off("b")), (Some(3), Some(2)));
-        let empty = KeyIndex::new(std::iter::empty());
+        let empty = KeyIndex::<Hot>::new(std::iter::empty());
         assert!(empty.get("a").is_none());
     }
 
     #[test]
     fn eight_entries_fit_five_cache_lines() {
-        assert_eq!(std::mem::size_of::<Entry>(), 40);
+        assert_eq!(std::mem::size_of::<Entry<Hot>>(), 40);
+        assert_eq!(std::mem::size_of::<Entry<()>>(), 16);
     }
 
     #[test]
