@@ -171,7 +171,12 @@ pub(crate) enum Shortcut {
     /// No exclusions, and every stage in effect is a bare percentage: on
     /// exactly when the unit's bucket is below the largest threshold.
     Below(u32),
-    /// Cohorts, exclusions or schedules: walk the stages.
+    /// One stage in effect, with no schedule and the flag's own bucketing,
+    /// behind cohorts or exclusions: on when no exclusion matches, the
+    /// stage's audience does and the unit's bucket is below its threshold
+    /// (without stepping through the walk's reasons).
+    Audience,
+    /// Several stages with cohorts, or schedules: walk the stages.
     Walk,
 }
 
@@ -1276,6 +1281,13 @@ impl Shortcut {
     pub(crate) fn new(enabled: bool, no_exclusions: bool, stages: Option<&[Stage]>) -> Self {
         if !enabled {
             return Shortcut::Off;
+        }
+        if let Some([stage]) = stages
+            && stage.start_at == NO_START
+            && stage.own.is_none()
+            && !(no_exclusions && stage.cohorts.is_empty())
+        {
+            return Shortcut::Audience;
         }
         if !no_exclusions {
             return Shortcut::Walk;

@@ -397,8 +397,25 @@ impl Flag {
             Shortcut::Below(threshold) => {
                 self.unit_of(ctx).is_some_and(|unit| self.bucket_of(unit) < threshold)
             }
+            Shortcut::Audience => self.audience(ctx) == Audience::Exposed,
             Shortcut::Walk => self.decide(flags, ctx, clock).exposes(),
         }
+    }
+
+    /// A [`Shortcut::Audience`] flag's decision: what the walk decides for
+    /// one stage without a schedule or a holdback (its exclusions, then the
+    /// stage's cohorts and percentage), told apart only as far as its
+    /// counter cell needs.
+    #[inline]
+    fn audience(&self, ctx: &Context<'_>) -> Audience {
+        if self.exclude.iter().any(|cohort| cohort.matches(ctx)) {
+            return Audience::Excluded;
+        }
+        let Some([stage]) = self.stages.as_deref() else { return Audience::NotExposed };
+        let admitted = (stage.cohorts.is_empty() || stage.cohorts.iter().any(|c| c.matches(ctx)))
+            && (stage.threshold == NO_PERCENT
+                || self.unit_of(ctx).is_some_and(|unit| self.bucket_of(unit) < stage.threshold));
+        if admitted { Audience::Exposed } else { Audience::NotExposed }
     }
 
     /// The unit's bucket (`bucket_by` value) for a context, if it has one.
@@ -440,6 +457,14 @@ impl Flag {
                 (on, if on { self.series.first_exposed } else { self.series.not_exposed })
             }
             (Shortcut::On, None) => (true, self.series.first_exposed),
+            // Its one stage's group is the first (its cell `first_exposed`).
+            (Shortcut::Audience, _) => match self.audience(ctx) {
+                Audience::Exposed => (true, self.series.first_exposed),
+                Audience::NotExposed => (false, self.series.not_exposed),
+                Audience::Excluded => {
+                    (false, self.evaluation_cell(Reason::Excluded { cohort: "" }, None))
+                }
+            },
             _ => {
                 let reason = self.decide(flags, ctx, clock);
                 (reason.exposes(), self.evaluation_cell(reason, None))
@@ -546,6 +571,14 @@ impl Flag {
     pub(crate) fn unit_of<'c>(&self, ctx: &Context<'c>) -> Option<&'c str> {
         self.hashing.unit.of(ctx)
     }
+}
+
+/// What [`Flag::audience`] decided: the groups its counter cells tell apart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    Excluded,
+    NotExposed,
+    Exposed,
 }
 
 /// What one stage's check came to, in evaluation order.

@@ -163,6 +163,11 @@ mod tests {
           "stages": [ { "name": "eu", "cohorts": ["eu"], "percent": 50 } ], "stage": "eu" },
         "excluding": { "enabled": true, "bucket_by": "tenant", "exclude": ["vip"],
           "stages": [ { "name": "half", "percent": 50 } ], "stage": "half" },
+        "in-eu": { "enabled": true, "exclude": ["vip"],
+          "stages": [ { "name": "eu", "cohorts": ["eu"] } ], "stage": "eu" },
+        "second-stage": { "enabled": true, "bucket_by": "tenant",
+          "stages": [ { "name": "eu", "cohorts": ["eu"] }, { "name": "half", "percent": 50 } ],
+          "stage": "half" },
         "child": { "enabled": true, "requires": [ { "flag": "by-user" } ] },
         "held": { "enabled": true, "bucket_by": "tenant",
           "stages": [ { "name": "half", "percent": 50 } ], "stage": "half",
@@ -175,7 +180,7 @@ mod tests {
           "stages": [ { "name": "dual", "step": "dualwrite", "percent": 50 } ], "stage": "dual" }
       } }"#;
 
-    const KINDS: [(&str, Kind); 16] = [
+    const KINDS: [(&str, Kind); 18] = [
         ("killed", Kind::Off),
         ("everyone", Kind::On),
         ("by-user", Kind::Below(Plain::User)),
@@ -185,6 +190,8 @@ mod tests {
         ("two-stages", Kind::Walk),
         ("cohort", Kind::Walk),
         ("excluding", Kind::Walk),
+        ("in-eu", Kind::Walk),
+        ("second-stage", Kind::Walk),
         ("child", Kind::Walk),
         ("held", Kind::Walk),
         ("unleash", Kind::Walk),

@@ -465,7 +465,11 @@ proptest! {
         let config = Config::from_json(&json).expect("generated configs are valid");
         let clock = ManualClock::from_rfc3339(NOW).expect("time");
         let now = clock.now_millis_value();
-        let store = FlagStore::from_json(&json).expect("valid").with_clock(Arc::new(clock));
+        let clock = Arc::new(clock);
+        let store = FlagStore::from_json(&json).expect("valid").with_clock(clock.clone());
+        // Uncounted checks take their own shortcuts.
+        let uncounted = FlagStore::new().without_metrics().with_clock(clock);
+        uncounted.apply_json(&json).expect("valid");
         for c in &ctxs {
             for key in config.flags.keys().map(String::as_str).chain(["missing"]) {
                 let ctx = c.context();
@@ -476,6 +480,7 @@ proptest! {
                 prop_assert_eq!(ev.variant.map(str::to_owned), variant, "{} for {:?}", key, c);
                 prop_assert_eq!(ev.reason.label(), label.as_str(), "{} for {:?}", key, c);
                 prop_assert_eq!(store.is_enabled(key, &ctx), enabled);
+                prop_assert_eq!(uncounted.is_enabled(key, &ctx), enabled, "{} uncounted", key);
             }
         }
     }
