@@ -622,7 +622,15 @@ impl Cohort {
     /// criterion the context has no value for does not match.
     #[inline]
     pub(crate) fn matches(&self, ctx: &Context<'_>) -> bool {
-        self.matches_lists(ctx) && self.rules.iter().all(|rule| rule.matches(ctx))
+        self.matches_lists(ctx) && (self.rules.is_empty() || self.matches_rules(ctx))
+    }
+
+    /// The rules' part of [`Cohort::matches`], out of line: the rules'
+    /// matchers (regex, versions, addresses) inlined would give every
+    /// cohort check a large frame to set up, lists only or not.
+    #[inline(never)]
+    fn matches_rules(&self, ctx: &Context<'_>) -> bool {
+        self.rules.iter().all(|rule| rule.matches(ctx))
     }
 
     #[inline]
