@@ -186,7 +186,7 @@ pub struct Requirement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     /// Variants it may hand the context: any of them will do.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "exact")]
     pub variants: Vec<String>,
     /// Whether the required flag must be on (the default) or off.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
@@ -334,7 +334,7 @@ pub struct Flag {
     #[serde(default, skip_serializing_if = "Bucketing::is_default")]
     pub bucketing: Bucketing,
     /// Cohorts for whom the flag is off, whatever the stages say.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "exact")]
     pub exclude: Vec<String>,
     /// The staged plan, in order; stages are cumulative.
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "exact_stages")]
@@ -343,7 +343,7 @@ pub struct Flag {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
     /// Variants handed to exposed contexts, by weight; order matters.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "exact")]
     pub variants: Vec<Variant>,
     /// The flag's value when it is on, for a flag without variants (remote
     /// config): any JSON.
@@ -351,7 +351,7 @@ pub struct Flag {
     pub value: Option<serde_json::Value>,
     /// Flags that must be on (in a given variant, if named) for the same
     /// context before this one is.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "exact")]
     pub requires: Vec<Requirement>,
     /// Steps the newest stage back on this instance when the units it
     /// exposes do credibly worse than a control group (see [`Guard`]).
@@ -551,7 +551,7 @@ pub struct Stage {
     /// The stage's name, unique within its flag.
     pub name: String,
     /// The stage's audience; everyone when empty.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "exact")]
     pub cohorts: Vec<String>,
     /// The share of units exposed, `0..=100` with at most 3 decimals; all of
     /// the audience when absent.
@@ -570,7 +570,7 @@ pub struct Stage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_by: Option<BucketBy>,
     /// Variants for the contexts this stage exposes, instead of the flag's.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "exact")]
     pub variants: Vec<Variant>,
     /// The healthy time this stage needs before the rollout controller
     /// advances past it (`"90s"`, `"30m"`, `"2h"`); the flag's
@@ -615,7 +615,7 @@ pub struct Variant {
     pub value: Option<serde_json::Value>,
     /// Contexts in any of these cohorts get this variant, whatever the
     /// weights (the first variant, in order, that pins a context wins).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "exact")]
     pub cohorts: Vec<String>,
 }
 
@@ -1505,6 +1505,45 @@ where
     de.deserialize_map(UniqueKeys(PhantomData))
 }
 
+/// Deserializes a short list (a flag's exclusions, a stage's cohorts, its
+/// variants, prerequisites) into a vector of exactly its length.
+///
+/// A vector grown push by push from empty takes room for four at its
+/// first item, and most of these lists hold one or two: each flag of a
+/// large config kept three spare `String`s (72 bytes) a list, for as long
+/// as its version was kept, or paid a second allocation to shrink them.
+/// One or two items are allocated exactly; a longer list grows as usual
+/// and is shrunk once.
+fn exact<'de, D, T>(de: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Exact<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Exact<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let Some(first) = seq.next_element()? else { return Ok(Vec::new()) };
+            let Some(second) = seq.next_element()? else { return Ok(vec![first]) };
+            let Some(third) = seq.next_element()? else { return Ok(vec![first, second]) };
+            let mut items = vec![first, second, third];
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            items.shrink_to_fit();
+            Ok(items)
+        }
+    }
+
+    de.deserialize_seq(Exact(PhantomData))
+}
+
 /// Deserializes a flag's stages into a vector of exactly their number.
 ///
 /// A vector grown push by push from empty is allocated twice for five
@@ -1610,6 +1649,33 @@ mod tests {
         let config = Config::parse_json(doc(r#"{"name":"c"}"#).as_bytes()).expect("valid");
         assert_eq!(config.flags["f"].stages.len(), 1);
         assert!(problems(&doc(r#""not a stage""#))[0].starts_with("flags.f.stages[0]"));
+    }
+
+    #[test]
+    fn short_lists_are_parsed_to_their_exact_length_and_errors_keep_their_path() {
+        let doc = |list: &str| {
+            format!(
+                r#"{{"version":1,"cohorts":{{"c0":{{"tenants":["t"]}}}},"flags":{{"f":{{"enabled":true,
+                    "exclude":[{list}],"stages":[{{"name":"s","cohorts":[{list}]}}]}}}}}}"#
+            )
+        };
+        for n in [0, 1, 2, 3, 4, 9] {
+            let names: Vec<String> = (0..n).map(|i| format!(r#""c{i}""#)).collect();
+            let config = Config::parse_json(doc(&names.join(",")).as_bytes()).expect("valid");
+            let flag = &config.flags["f"];
+            for list in [&flag.exclude, &flag.stages[0].cohorts] {
+                assert_eq!((list.len(), list.capacity()), (n, n));
+                assert!(list.iter().enumerate().all(|(i, c)| *c == format!("c{i}")));
+            }
+        }
+        let bad = doc(r#""c0", 7"#);
+        assert!(problems(&bad)[0].starts_with("flags.f.exclude[1]:"), "{:?}", problems(&bad));
+        let bad = doc(r#""c0""#).replace(r#""cohorts":["c0"]"#, r#""cohorts":"c0""#);
+        assert!(
+            problems(&bad)[0].starts_with("flags.f.stages[0].cohorts:"),
+            "{:?}",
+            problems(&bad)
+        );
     }
 
     #[test]
