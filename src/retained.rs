@@ -25,10 +25,11 @@ impl Retained {
     /// dropped.
     pub(crate) fn new(config: Config, previous: Option<&Retained>) -> Self {
         fn share<T: PartialEq>(
-            items: impl Iterator<Item = (String, T)>,
+            items: BTreeMap<String, T>,
             previous: Option<&BTreeMap<String, Arc<T>>>,
         ) -> BTreeMap<String, Arc<T>> {
             items
+                .into_iter()
                 .map(|(name, item)| {
                     let kept = previous
                         .and_then(|p| p.get(&name))
@@ -39,20 +40,14 @@ impl Retained {
                 })
                 .collect()
         }
-        // Kept for as long as the version is: no spare capacity (a parsed
-        // or cloned config has none; shrunk in the same pass that moves
-        // each flag, not in one more over 100,000 of them).
-        let flags = config.flags.into_iter().map(|(key, mut flag)| {
-            flag.stages.shrink_to_fit();
-            flag.variants.shrink_to_fit();
-            flag.requires.shrink_to_fit();
-            flag.exclude.shrink_to_fit();
-            (key, flag)
-        });
+        // Kept for as long as the version is, with no spare capacity: a
+        // parsed config's lists are read to their exact length, and a
+        // cloned one's are cloned to it (`apply_config`), so nothing is
+        // shrunk here.
         Self {
             version: config.version,
-            cohorts: share(config.cohorts.into_iter(), previous.map(|p| &p.cohorts)),
-            flags: share(flags, previous.map(|p| &p.flags)),
+            cohorts: share(config.cohorts, previous.map(|p| &p.cohorts)),
+            flags: share(config.flags, previous.map(|p| &p.flags)),
         }
     }
 }
@@ -77,5 +72,31 @@ mod tests {
         assert!(Arc::ptr_eq(&one.flags["f"], &two.flags["f"]));
         assert!(!Arc::ptr_eq(&one.flags["g"], &two.flags["g"]));
         assert_eq!(two.version, 2);
+    }
+
+    /// What `Retained::new` no longer shrinks has no spare room to begin
+    /// with, parsed or cloned.
+    #[test]
+    fn retained_lists_have_no_spare_capacity() {
+        let parsed = Config::from_json(
+            r#"{"version":1,"cohorts":{"a":{"tenants":["t"]},"b":{"tenants":["u"]}},
+                "flags":{"p":{"enabled":true},
+                  "f":{"enabled":true,"exclude":["a"],"requires":[{"flag":"p"}],
+                       "variants":[{"name":"x","weight":1,"cohorts":["b"]}],
+                       "stages":[{"name":"s","cohorts":["a","b"]},{"name":"t","percent":5}],
+                       "stage":"t"}}}"#,
+        )
+        .expect("valid");
+        for config in [parsed.clone(), parsed] {
+            let retained = Retained::new(config, None);
+            let f = &retained.flags["f"];
+            let exact = |len: usize, cap: usize| len == cap;
+            assert!(exact(f.exclude.len(), f.exclude.capacity()));
+            assert!(exact(f.requires.len(), f.requires.capacity()));
+            assert!(exact(f.variants.len(), f.variants.capacity()));
+            assert!(exact(f.variants[0].cohorts.len(), f.variants[0].cohorts.capacity()));
+            assert!(exact(f.stages.len(), f.stages.capacity()));
+            assert!(f.stages.iter().all(|s| exact(s.cohorts.len(), s.cohorts.capacity())));
+        }
     }
 }
