@@ -25,7 +25,9 @@
 //!   100, 10,000 and 100,000 flags in a scattered order (the keys side by
 //!   side in one buffer, as a service's literal keys are).
 //! - `request`: a request checking 10 flags through one per-request
-//!   snapshot, by key and by handle, on 1 and on 2 threads at once.
+//!   snapshot, by key and by handle, on 1 and on 2 threads at once; and
+//!   `floor_threads`, the same lookups, hashes and compares sharing only
+//!   read-only memory, for what the machine itself keeps on 2 threads.
 //! - `apply`: parse + validate + compile + swap of 100, 1,000 and 10,000
 //!   flags, each with 5 stages and 3 cohorts, against Unleash's
 //!   `take_state` on equivalent documents; and 100,000 flags (flagstone
@@ -409,7 +411,27 @@ fn request(c: &mut Criterion) {
     let keys: Vec<String> = (0..10).map(|i| bench_key(if i < 3 { i } else { i * 7 })).collect();
     let handles: Vec<_> = keys.iter().map(|k| store.handle(k)).collect();
     let users: Vec<Context<'_>> = USERS.iter().map(|u| Context::new().user(u)).collect();
+    // The same 10 lookups, hashes and compares with nothing shared but
+    // read-only memory (no snapshot, no counting, no atomics): what the
+    // machine itself keeps on 2 threads, the bound for the two above.
+    let floor: FloorMap =
+        keys.iter().map(|k| (k.as_str().into(), (xxh3_64(k.as_bytes()), 25_000))).collect();
     for threads in [1, 2] {
+        group.bench_function(BenchmarkId::new("floor_threads", threads), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, |t, iters| {
+                    let mut u = t;
+                    for _ in 0..iters {
+                        let user = USERS[advance(&mut u, USERS.len())];
+                        black_box(
+                            keys.iter()
+                                .filter(|k| Floor::check(&floor, black_box(k), user))
+                                .count(),
+                        );
+                    }
+                })
+            })
+        });
         group.bench_function(BenchmarkId::new("by_key_threads", threads), |b| {
             b.iter_custom(|iters| {
                 on_threads(threads, iters, |t, iters| {
