@@ -124,7 +124,7 @@ struct Cached {
 }
 
 /// A [`Snapshot`]'s hold on a compiled config. Every config has one pin
-/// per counter shard (one per core) and one for the threads beyond them,
+/// per counter shard (two per core) and one for the threads beyond them,
 /// each on cache lines of its own, so taking and dropping a snapshot moves
 /// a reference count only the threads of one shard touch, not the
 /// config's, which every core would (and bounce between them).
@@ -1083,7 +1083,7 @@ impl fmt::Debug for FlagStore {
 /// Every check through a snapshot sees the config that was serving when it
 /// was taken, so a request never sees half of one config and half of the
 /// next. Cheap to take and to clone: one reference count on a pin of the
-/// config that only the threads of one core's shard touch, so snapshots
+/// config that only the threads of one counter shard touch, so snapshots
 /// taken on many cores at once do not contend. `Send` and `Sync`, and
 /// owned: it can be held across an `.await` and dropped on another thread.
 ///
