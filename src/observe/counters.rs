@@ -276,10 +276,10 @@ impl FlagNumbering<'_> {
     }
 }
 
-/// The counters a compiled config counts into: evaluations in one exclusive
-/// shard per core, outcomes in a quarter as many shared ones (an outcome
-/// block is 19 cells, and outcomes are recorded once per request rather
-/// than once per check).
+/// The counters a compiled config counts into: evaluations in
+/// [`shards`] exclusive shards (and the overflow shard), outcomes in a
+/// quarter as many shared ones (an outcome block is 19 cells, and
+/// outcomes are recorded once per request rather than once per check).
 #[derive(Debug)]
 pub(crate) struct Tables {
     pub(crate) evaluations: Counters,
@@ -304,12 +304,18 @@ impl Tables {
 /// per count (a 10-flag request by handle on 2 threads kept 67% of one
 /// thread's per-thread throughput, 92–99% with two shards per core). A
 /// shard no thread counts in costs only its zeroed cells.
+///
+/// Past 8 cores the cap leaves fewer than two per core, and from 16 on
+/// fewer than a worker per core plus a main thread: there, threads past
+/// the 16th to claim one count with locked adds in the overflow shard.
 pub(crate) fn shards() -> usize {
     static SHARDS: OnceLock<usize> = OnceLock::new();
-    *SHARDS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-        cores.saturating_mul(2).next_power_of_two().clamp(4, MAX_SHARDS)
-    })
+    *SHARDS.get_or_init(|| shard_count(std::thread::available_parallelism().map_or(4, |n| n.get())))
+}
+
+/// [`shards`] for a machine of `cores` cores.
+fn shard_count(cores: usize) -> usize {
+    cores.min(MAX_SHARDS).saturating_mul(2).next_power_of_two().clamp(4, MAX_SHARDS)
 }
 
 /// One table of sharded counters, indexed by cell number.
@@ -419,8 +425,8 @@ impl Drop for Claim {
     }
 }
 
-/// The shard this thread owns, claimed on its first count; `None` when
-/// every shard is taken (or the thread is being torn down).
+/// The shard this thread owns, claimed on its first count or snapshot;
+/// `None` when every shard is taken (or the thread is being torn down).
 #[inline]
 pub(crate) fn claimed_shard() -> Option<usize> {
     thread_local! {
@@ -510,14 +516,30 @@ mod tests {
     }
 
     #[test]
-    fn a_main_thread_and_a_worker_per_core_each_own_a_shard() {
-        // A service's main thread keeps the shard it claimed at start-up;
-        // its workers, one per core, must still count without atomics.
-        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-        assert!(shards() >= (cores + 1).min(MAX_SHARDS), "{} shards, {cores} cores", shards());
-        assert!(shards() >= 4 && shards().is_power_of_two() && shards() <= MAX_SHARDS);
-        let counters = Counters::exclusive(1);
-        assert_eq!(counters.shards.len(), shards() + 1);
+    fn two_shards_per_core_at_least_4_at_most_16() {
+        let table = [
+            (1, 4),
+            (2, 4),
+            (3, 8),
+            (4, 8),
+            (5, 16),
+            (8, 16),
+            (9, 16),
+            (16, 16),
+            (1000, 16),
+            (usize::MAX, 16),
+        ];
+        for (cores, shards) in table {
+            assert_eq!(shard_count(cores), shards, "{cores} cores");
+        }
+        // Up to 15 cores, a service's main thread (which keeps the shard it
+        // claimed at start-up) and a worker per core each own one: the
+        // workers count without atomics.
+        for cores in 1..=15 {
+            assert!(shard_count(cores) > cores, "{cores} cores");
+        }
+        // The evaluation table has the overflow shard beside them.
+        assert_eq!(Counters::exclusive(1).shards.len(), shards() + 1);
     }
 
     #[test]
