@@ -65,6 +65,17 @@ pub const HISTORY: usize = 16;
 /// parse, validate or pass the version check is refused with an [`Error`],
 /// and the config before it keeps serving.
 ///
+/// # Each thread's snapshot
+///
+/// Checks by key and by handle read the serving config through a cache
+/// kept by each thread, one per store for up to four stores a thread
+/// checks (a fifth takes a slower shared load). Every swap is seen by the
+/// thread's next check. A thread that stops checking a store keeps the
+/// last config it saw alive (its compiled flags, never the store itself)
+/// until it checks that store again, another store takes its slot after
+/// this one was dropped, or the thread exits. Dropping the store still
+/// ends its writer and guard thread at once.
+///
 /// # Example
 ///
 /// ```
