@@ -315,7 +315,7 @@ pub(crate) fn shards() -> usize {
 
 /// [`shards`] for a machine of `cores` cores.
 fn shard_count(cores: usize) -> usize {
-    cores.min(MAX_SHARDS).saturating_mul(2).next_power_of_two().clamp(4, MAX_SHARDS)
+    (cores.min(MAX_SHARDS) * 2).next_power_of_two().clamp(4, MAX_SHARDS)
 }
 
 /// One table of sharded counters, indexed by cell number.
